@@ -1,0 +1,107 @@
+"""msgpack-rpc framing as Kong speaks it: bytes in, requests out; replies to bytes.
+
+Decoding tolerates everything Kong's lua-MessagePack emits (kong-protocol.md 2.3): ``str16``
+for short strings, strings that are not UTF-8 (kept losslessly as surrogate escapes and
+written back as the same bytes), integer map keys, ``bin`` bodies. A frame larger than the
+configured bound, or bytes that are not msgpack, are a :class:`FrameError`: the connection
+they came on cannot be trusted any more, but nothing else is affected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+REQUEST = 0
+RESPONSE = 1
+NOTIFICATION = 2
+
+DEFAULT_MAX_FRAME = 64 * 1024 * 1024
+
+
+class FrameError(Exception):
+    """The byte stream is unusable; close this connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    msgid: int
+    method: str
+    params: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class BadRequest:
+    """A well-framed message that is not a valid request, but whose msgid we can answer."""
+
+    msgid: int
+    reason: str
+
+
+class Decoder:
+    """Incremental decoder for one connection."""
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self._unpacker = msgpack.Unpacker(
+            raw=False,
+            unicode_errors="surrogateescape",
+            strict_map_key=False,
+            max_buffer_size=max_frame,
+            use_list=True,
+        )
+        self._max_frame = max_frame
+
+    def feed(self, data: bytes) -> list[Request | BadRequest]:
+        try:
+            self._unpacker.feed(data)
+        except msgpack.BufferFull:
+            raise FrameError(f"frame larger than the {self._max_frame}-byte limit") from None
+        out: list[Request | BadRequest] = []
+        try:
+            for message in self._unpacker:
+                out.append(parse(message))
+        except FrameError:
+            raise
+        except msgpack.BufferFull:
+            raise FrameError(f"frame larger than the {self._max_frame}-byte limit") from None
+        except Exception as exc:
+            raise FrameError(f"not msgpack: {type(exc).__name__}: {exc}") from None
+        return out
+
+
+def parse(message: Any) -> Request | BadRequest:
+    """Check the ``[0, msgid, method, params]`` shape."""
+    if not isinstance(message, list) or len(message) != 4:
+        raise FrameError(f"expected a [0, msgid, method, params] array, got {_brief(message)}")
+    kind, msgid, method, params = message
+    if not isinstance(msgid, int) or isinstance(msgid, bool):
+        raise FrameError(f"message id must be an integer, got {_brief(msgid)}")
+    if kind != REQUEST:
+        return BadRequest(msgid, f"expected a request (type 0), got type {kind!r}")
+    if not isinstance(method, str):
+        return BadRequest(msgid, f"method must be a string, got {_brief(method)}")
+    if not isinstance(params, list):
+        return BadRequest(msgid, f"params must be an array of positional arguments, "
+                                 f"got {_brief(params)}")
+    return Request(msgid, method, params)
+
+
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def pack(value: Any) -> bytes:
+    """msgpack bytes; raises TypeError/ValueError/OverflowError for what msgpack cannot carry."""
+    data: bytes = msgpack.packb(value, use_bin_type=True, unicode_errors="surrogateescape")
+    return data
+
+
+def response(msgid: int, error: str | None, result: Any) -> bytes:
+    return pack([RESPONSE, msgid, error, result])
+
+
+def notification(label: str, argument: Any) -> bytes:
+    return pack([NOTIFICATION, label, argument])

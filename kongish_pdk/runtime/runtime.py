@@ -1,0 +1,289 @@
+"""The plugin runtime: the operations every front door maps its protocol onto.
+
+It owns the plugin registry, the instance table and the event table, and decides what the
+gateway is told: a PDK call, "ret", or (when a plugin fails) what ``--on-plugin-error`` says.
+It knows nothing about sockets, codecs or concurrency: requests come with a :class:`Reply`,
+and plugin code runs through an :class:`Executor`. One short lock guards the tables; no lock
+is ever held while plugin code runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kongish_pdk.errors import NoPluginInstance, RPCError
+from kongish_pdk.plugin.spec import PluginSpec
+from kongish_pdk.runtime.events import FINISHED, RUNNING, WAITING, Event, Executor, Reply
+from kongish_pdk.runtime.ids import IdCounter
+from kongish_pdk.runtime.instances import Instance, InstanceTable, decode_config, split_config
+from kongish_pdk.runtime.outcomes import RETURNED, Failed, Outcome, PDKCall
+
+log = logging.getLogger("kongish_pdk.runtime")
+
+FAIL_CLOSED = "fail-closed"
+PASS = "pass"
+
+# Where Kong lets a plugin end the request, and the call that does it (kong-protocol.md 4.4).
+_FAIL_CLOSED_CALL = {
+    "rewrite": PDKCall("kong.response.error", [500], terminal=True),
+    "access": PDKCall("kong.response.error", [500], terminal=True),
+    "response": PDKCall("kong.response.error", [500], terminal=True),
+    "preread": PDKCall("kong.response.exit", [500], terminal=True),
+}
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    on_plugin_error: str = FAIL_CLOSED
+    event_timeout: float = 60.0  # no Step (orphan) or no outcome (slow handler) for this long
+    instance_idle_timeout: float = 60.0  # 0 = never expire
+
+
+class Runtime:
+    def __init__(
+        self,
+        plugins: Sequence[PluginSpec],
+        executor: Executor,
+        options: RuntimeOptions | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.plugins = {spec.name: spec for spec in plugins}
+        self.options = options or RuntimeOptions()
+        self.executor = executor
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._instances = InstanceTable()
+        self._events: dict[int, Event] = {}
+        self._instance_ids = IdCounter()
+        self._event_ids = IdCounter()
+        self._loaded_at = time.time()
+        self._last_start: dict[str, float] = {}
+        self._last_close: dict[str, float] = {}
+        executor.bind(self.deliver)
+
+    # ----------------------------------------------------------------- information RPCs
+
+    def plugin_info(self, name: str) -> dict[str, Any]:
+        spec = self.plugins.get(name)
+        if spec is None:
+            raise RPCError(f"plugin {name!r} is not served here (serving: {self._names()})")
+        return spec.info()
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            plugins = {
+                name: {
+                    "Name": name,
+                    "Modtime": spec.modtime,
+                    "LoadTime": self._loaded_at,
+                    "Instances": [i.status() for i in self._instances.of_plugin(name)],
+                    "LastStartInstance": self._last_start.get(name, 0),
+                    "LastCloseInstance": self._last_close.get(name, 0),
+                }
+                for name, spec in self.plugins.items()
+            }
+        return {"Pid": os.getpid(), "Plugins": plugins}
+
+    def instance_status(self, instance_id: Any) -> dict[str, Any]:
+        with self._lock:
+            instance = self._instances.get(instance_id)
+        if instance is None:
+            raise NoPluginInstance(instance_id)
+        return instance.status()
+
+    def in_flight(self) -> int:
+        return len(self._events)
+
+    def instance_count(self) -> int:
+        return len(self._instances)
+
+    # ----------------------------------------------------------------- instance lifecycle
+
+    def start_instance(self, name: Any, raw_config: Any, reply: Reply) -> None:
+        spec = self.plugins.get(name) if isinstance(name, str) else None
+        if spec is None:
+            reply.error(f"plugin {name!r} is not served here (serving: {self._names()})")
+            return
+        instance_id = self._instance_ids.next()
+        try:
+            config = decode_config(spec.name, raw_config)
+            user_config, meta = split_config(config, instance_id)
+            plugin_config = spec.make_config(user_config)
+        except (RPCError, ValueError, TypeError) as exc:
+            log.error("StartInstance %s refused: %s", spec.name, exc)
+            reply.error(str(exc))
+            return
+        now = self._clock()
+        instance = Instance(instance_id, spec, config, plugin_config, meta, time.time(), now)
+        self.executor.run_blocking(lambda: self._construct(instance, reply))
+
+    def _construct(self, instance: Instance, reply: Reply) -> None:
+        name = instance.spec.name
+        try:
+            self.executor.construct(instance)
+        except Exception as exc:
+            log.error("plugin %r failed to start (instance #%d): %s: %s", name, instance.id,
+                      type(exc).__name__, exc, exc_info=exc)
+            reply.error(f"plugin {name!r} failed to start: {type(exc).__name__}: {exc}")
+            return
+        with self._lock:
+            self._instances.add(instance)
+            self._last_start[name] = instance.started_at
+        log.info("started instance #%d of plugin %r", instance.id, name)
+        reply.result(instance.status())
+
+    def close_instance(self, instance_id: Any, reply: Reply) -> None:
+        with self._lock:
+            instance = self._instances.get(instance_id)
+            if instance is not None:
+                self._instances.remove(instance.id)
+                instance.closing = True
+                self._last_close[instance.spec.name] = time.time()
+                destroy_now = instance.active == 0
+        if instance is None:
+            reply.error(str(NoPluginInstance(instance_id)))
+            return
+        log.info("closed instance #%d of plugin %r", instance.id, instance.spec.name)
+        if destroy_now:
+            self.executor.run_blocking(lambda: self.executor.destroy(instance))
+        reply.result(instance.status(with_start_time=False))
+
+    # ----------------------------------------------------------------- events
+
+    def handle_event(self, instance_id: Any, phase: Any, reply: Reply) -> None:
+        now = self._clock()
+        with self._lock:
+            instance = self._instances.get(instance_id)
+            if instance is not None and phase in instance.spec.phases:
+                event = Event(self._event_ids.next(), instance, phase, reply,
+                              now + self.options.event_timeout)
+                self._events[event.id] = event
+                instance.active += 1
+                instance.last_used = now
+        if instance is None:
+            reply.error(str(NoPluginInstance(instance_id)))
+            return
+        if phase not in instance.spec.phases:
+            reply.error(f"plugin {instance.spec.name!r} has no {phase!r} phase "
+                        f"(it implements: {', '.join(instance.spec.phases)})")
+            return
+        self.executor.start(event)
+
+    def step(self, event_id: Any, value: Any, error: str | None, reply: Reply) -> None:
+        with self._lock:
+            event = self._events.get(event_id) if isinstance(event_id, int) else None
+            if event is not None and event.state == WAITING:
+                event.state = RUNNING
+                event.reply = reply
+                event.deadline = self._clock() + self.options.event_timeout
+                waiting = True
+            else:
+                waiting = False
+        if event is None or not waiting:
+            reason = "is not waiting for a Step" if event else "is unknown (finished or expired)"
+            reply.error(f"event {event_id!r} {reason}")
+            return
+        self.executor.resume(event, value, error)
+
+    def deliver(self, event: Event, outcome: Outcome) -> None:
+        """Called by the executor when a handler produced an outcome (on the handler's side)."""
+        if isinstance(outcome, Failed):
+            self._log_failure(event, outcome)
+            outcome = self._failure_answer(event)
+        reply = event.reply
+        if event.state == FINISHED or reply is None:
+            return  # answered already (exit, reaped, shutdown): nothing more to say
+        # Encode before changing state, so an argument the protocol cannot carry raises in
+        # the plugin's PDK call and the event stays exactly as it was.
+        encoded = reply.encode_event(event.id, outcome)
+        waits = isinstance(outcome, PDKCall) and not outcome.terminal
+        with self._lock:
+            if event.state == FINISHED:
+                return
+            event.reply = None
+            if waits:
+                event.state = WAITING
+                event.deadline = self._clock() + self.options.event_timeout
+            else:
+                self._finish_locked(event)
+        if not reply.send(encoded) and waits:
+            # Kong will never send the Step for a call it never received.
+            self._abort(event, "the gateway connection closed before the PDK call was sent")
+
+    def _finish_locked(self, event: Event) -> None:
+        event.state = FINISHED
+        del self._events[event.id]
+        instance = event.instance
+        instance.active -= 1
+        if instance.closing and instance.active == 0:
+            self.executor.run_blocking(lambda: self.executor.destroy(instance))
+
+    # ----------------------------------------------------------------- failures
+
+    def _log_failure(self, event: Event, failed: Failed) -> None:
+        policy = self.options.on_plugin_error
+        if event.state == FINISHED:
+            log.warning("%s raised after its response was sent: %s\n%s", event.describe(),
+                        failed.error, failed.traceback)
+            return
+        action = ("answering 500" if policy == FAIL_CLOSED and event.phase in _FAIL_CLOSED_CALL
+                  else "request continues")
+        log.error("%s failed (%s): %s\n%s", event.describe(), action, failed.error,
+                  failed.traceback)
+
+    def _failure_answer(self, event: Event) -> Outcome:
+        if self.options.on_plugin_error == FAIL_CLOSED:
+            return _FAIL_CLOSED_CALL.get(event.phase, RETURNED)
+        return RETURNED
+
+    def _abort(self, event: Event, why: str) -> None:
+        with self._lock:
+            if event.state == FINISHED:
+                return
+            waiting = event.state == WAITING
+            reply, event.reply = event.reply, None
+            self._finish_locked(event)
+        log.warning("%s stopped: %s", event.describe(), why)
+        self.executor.abort(event, waiting)
+        if reply is not None:  # the handler was still running: answer for it
+            answer = self._failure_answer(event)
+            reply.send(reply.encode_event(event.id, answer))
+
+    # ----------------------------------------------------------------- housekeeping
+
+    def tick(self) -> None:
+        """Reap orphaned or overdue events and expire idle instances; call about once a second."""
+        now = self._clock()
+        with self._lock:
+            overdue = [e for e in self._events.values() if e.deadline <= now]
+        timeout = self.options.event_timeout
+        for event in overdue:
+            if event.state == WAITING:
+                self._abort(event, f"no Step arrived for {timeout:g}s (orphaned by the gateway)")
+            else:
+                self._abort(event, f"the handler produced nothing for {timeout:g}s")
+        with self._lock:
+            idle = self._instances.idle(now, self.options.instance_idle_timeout)
+            for instance in idle:
+                self._instances.remove(instance.id)
+                instance.closing = True
+        for instance in idle:
+            log.info("instance #%d of plugin %r expired after %gs idle", instance.id,
+                     instance.spec.name, self.options.instance_idle_timeout)
+            self.executor.run_blocking(lambda i=instance: self.executor.destroy(i))  # type: ignore[misc]
+
+    def abort_all(self, why: str) -> None:
+        """Stop every event still in flight (shutdown after the drain period)."""
+        with self._lock:
+            events = list(self._events.values())
+        for event in events:
+            self._abort(event, why)
+
+    def _names(self) -> str:
+        return ", ".join(sorted(self.plugins)) or "nothing"
