@@ -1,0 +1,137 @@
+"""Start a real plugin server process for a test, wait until it listens, stop it by PID.
+
+Readiness is the server's own "serving ... on <socket>" log line, read from its stderr as it
+arrives, so tests never sleep to wait for start-up. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+READY = re.compile(r"serving .* on (?P<path>\S+)$")
+
+
+class ServerError(RuntimeError):
+    """The server did not start, or did not stop in time; the message carries its stderr."""
+
+
+class ServerProcess:
+    """A running ``kongish-pluginserver`` (or single-file plugin server)."""
+
+    def __init__(self, command: Sequence[str], prefix: str, env: dict[str, str] | None = None,
+                 start_timeout: float = 20.0) -> None:
+        self.command = list(command)
+        self.prefix = prefix
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self.proc = subprocess.Popen(
+            self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            env=env, text=True, encoding="utf-8", errors="replace",
+        )
+        self.stdout = ""
+        self._readers = [
+            threading.Thread(target=self._read_stderr, daemon=True),
+            threading.Thread(target=self._read_stdout, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+        match = self.wait_for(READY, start_timeout)
+        self.socket_path = match.group("path")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        self.stdout = self.proc.stdout.read()
+
+    @property
+    def log(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str | re.Pattern[str], timeout: float = 10.0,
+                 start: int = 0) -> re.Match[str]:
+        """The first stderr line (from index ``start``) matching ``pattern``; waits for it."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines[start:]:
+                    found = regex.search(line)
+                    if found:
+                        return found
+                start = len(self.lines)
+                left = deadline - time.monotonic()
+                if self.proc.poll() is not None and not self._readers[0].is_alive():
+                    raise ServerError(f"server exited ({self.proc.returncode}) before logging "
+                                      f"{regex.pattern!r}:\n{self.log_unlocked()}")
+                if left <= 0:
+                    raise ServerError(f"no log line matching {regex.pattern!r} within "
+                                      f"{timeout}s:\n{self.log_unlocked()}")
+                self._changed.wait(min(left, 0.5))
+
+    def log_unlocked(self) -> str:
+        return "\n".join(self.lines)
+
+    def count(self, pattern: str) -> int:
+        regex = re.compile(pattern)
+        with self._changed:
+            return sum(1 for line in self.lines if regex.search(line))
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def wait_exit(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise ServerError(f"server {self.pid} still running after {timeout}s:\n"
+                              f"{self.log}") from None
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """SIGTERM, then SIGKILL if it does not exit in ``timeout`` seconds."""
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        for reader in self._readers:
+            reader.join(timeout)
+        return self.proc.returncode
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_server(plugins_dir: str | os.PathLike[str], *args: str, prefix: str | None = None,
+                 python: str = sys.executable, **kw: Any) -> ServerProcess:
+    """``kongish-pluginserver -d plugins_dir -p prefix args...`` in a new process."""
+    prefix = prefix or tempfile.mkdtemp(prefix="kongish-")
+    command = [python, "-m", "kongish_pdk.cli", "-d", str(Path(plugins_dir)), "-p", prefix, *args]
+    return ServerProcess(command, prefix, **kw)

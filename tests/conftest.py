@@ -1,0 +1,56 @@
+"""Shared fixtures: real server processes in every concurrency mode, and Kong-like clients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from kongish_pdk.testing import KongClient, ServerProcess, start_server
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "plugins"  # the example plugins users copy
+TEST_PLUGINS = ROOT / "tests" / "plugins"  # plugins that misbehave on purpose
+
+# Command-line flags of each concurrency mode; the protocol suite runs in all of them.
+MODE_FLAGS: dict[str, list[str]] = {
+    "threads": [],
+}
+
+
+@pytest.fixture(params=sorted(MODE_FLAGS))
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start servers (``start(plugins_dir, *flags)``); every one is stopped by PID at the end."""
+    started: list[ServerProcess] = []
+
+    def run(plugins_dir: Path = TEST_PLUGINS, *flags: str, mode: str = "threads",
+            **kw: object) -> ServerProcess:
+        prefix = tmp_path / f"prefix{len(started)}"
+        prefix.mkdir()
+        server = start_server(plugins_dir, *MODE_FLAGS[mode], *flags, prefix=str(prefix), **kw)
+        started.append(server)
+        return server
+
+    yield run
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(start: Callable[..., ServerProcess], mode: str) -> ServerProcess:
+    """A server with the test plugins, in each concurrency mode."""
+    return start(TEST_PLUGINS, "--event-timeout", "3", mode=mode)
+
+
+@pytest.fixture
+def kong(server: ServerProcess) -> Iterator[KongClient]:
+    client = KongClient(server.socket_path)
+    client.warm(3)  # so consecutive calls of one event use different connections
+    yield client
+    client.close()
