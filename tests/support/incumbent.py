@@ -1,0 +1,59 @@
+"""The incumbent, kong-pdk 0.36, installed in its own venv for side-by-side tests and benches.
+
+Used by ``bench/`` and by tests marked ``incumbent``. The venv is cached under ``.cache/`` so
+repeated runs do not reinstall; it never shares packages with ours.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+REQUIREMENT = "kong-pdk==0.36"
+VENV = ROOT / ".cache" / "kong-pdk-0.36"
+
+
+def kong_pdk_venv(venv: Path = VENV, timeout: float = 600.0) -> Path:
+    """A venv with kong-pdk 0.36 (created on first use); returns its directory."""
+    python = venv / "bin" / "python"
+    probe = [str(python), "-c", "import kong_pdk, gevent"]
+    if python.exists() and subprocess.run(probe, check=False, capture_output=True).returncode == 0:
+        return venv
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True,
+                   timeout=timeout)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", REQUIREMENT], check=True,
+                   timeout=timeout)
+    return venv
+
+
+def server_command(venv: Path, plugins_dir: Path, prefix: Path, *flags: str) -> list[str]:
+    """kong-pdk's multi-plugin server; its socket is ``prefix/python_pluginserver.sock``."""
+    return [str(venv / "bin" / "kong-python-pluginserver"), "-d", str(plugins_dir),
+            "-p", str(prefix), "--no-lua-style", *flags]
+
+
+def socket_path(prefix: Path) -> Path:
+    return prefix / "python_pluginserver.sock"
+
+
+def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """kong-pdk prints no readiness line we can rely on: wait until the socket accepts."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"kong-pdk exited with {proc.returncode}")
+        if os.path.exists(path):
+            with socket.socket(socket.AF_UNIX) as probe:
+                try:
+                    probe.connect(str(path))
+                    return
+                except OSError:
+                    pass
+        time.sleep(0.02)
+    raise RuntimeError(f"kong-pdk did not listen on {path} within {timeout}s")
