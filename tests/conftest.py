@@ -30,8 +30,10 @@ def _starter(base: Path) -> tuple[Callable[..., ServerProcess], list[ServerProce
 
     def run(plugins_dir: Path = TEST_PLUGINS, *flags: str, mode: str = "threads",
             **kw: object) -> ServerProcess:
-        prefix = base / f"prefix{len(started)}"
-        prefix.mkdir()
+        prefix = kw.pop("prefix", None)
+        if prefix is None:
+            prefix = base / f"prefix{len(started)}"
+            prefix.mkdir()
         server = start_server(plugins_dir, *MODE_FLAGS[mode], *flags, prefix=str(prefix), **kw)
         started.append(server)
         return server

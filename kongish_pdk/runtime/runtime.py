@@ -224,7 +224,8 @@ class Runtime:
                 self._finish_locked(event)
         if not reply.send(encoded) and waits:
             # Kong will never send the Step for a call it never received.
-            self._abort(event, "the gateway connection closed before the PDK call was sent")
+            self._abort(event, "the gateway abandoned the request (connection closed or reused) "
+                               "before the PDK call could be sent")
 
     def _finish_locked(self, event: Event) -> None:
         event.state = FINISHED
