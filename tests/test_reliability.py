@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -14,9 +15,10 @@ import threading
 import msgpack
 import pytest
 
-from conftest import MODE_FLAGS, TEST_PLUGINS
 from kongish_pdk.testing import KongClient, RemoteError, ServerProcess
 from kongish_pdk.testing.kong_client import Connection
+
+from conftest import MODE_FLAGS, TEST_PLUGINS
 
 ERROR_500 = {"Method": "kong.response.error", "Args": [500]}
 
@@ -215,8 +217,9 @@ def test_server_exits_when_its_parent_dies(mode: str, tmp_path) -> None:
     # Kong's nginx worker 0 is the server's parent; if it dies, the server must go.
     script = (
         "import subprocess, sys\n"
-        f"p = subprocess.Popen([sys.executable, '-m', 'kongish_pdk.cli', '-d', {str(TEST_PLUGINS)!r},"
-        f" '-p', {str(tmp_path)!r}, *{MODE_FLAGS[mode]!r}], stderr=subprocess.PIPE, text=True)\n"
+        f"p = subprocess.Popen([sys.executable, '-m', 'kongish_pdk.cli',"
+        f" '-d', {str(TEST_PLUGINS)!r}, '-p', {str(tmp_path)!r}, *{MODE_FLAGS[mode]!r}],"
+        " stderr=subprocess.PIPE, text=True)\n"
         "for line in p.stderr:\n"
         "    if 'serving' in line:\n"  # the server is up: it knows who its parent is
         "        print(p.pid, flush=True)\n"
@@ -236,10 +239,8 @@ def test_server_exits_when_its_parent_dies(mode: str, tmp_path) -> None:
     finally:
         parent.kill()
         parent.wait(5)
-        try:
+        with contextlib.suppress(ProcessLookupError, UnboundLocalError):
             os.kill(child, signal.SIGKILL)
-        except (ProcessLookupError, UnboundLocalError):
-            pass
 
 
 # ---------------------------------------------------------------- the socket file

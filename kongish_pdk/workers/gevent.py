@@ -48,7 +48,7 @@ class GeventSlot:
 
 
 class GeventTransport:
-    __slots__ = ("closed", "sock", "_lock")
+    __slots__ = ("_lock", "closed", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
