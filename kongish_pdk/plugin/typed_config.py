@@ -150,8 +150,9 @@ def _fields_of(cls: type) -> list[tuple[str, Any, bool, Any]]:
         return out
     required: frozenset[str] = getattr(cls, "__required_keys__", frozenset())
     for name, tp in hints.items():
-        # A TypedDict key that may be absent behaves like a field whose default is None.
-        out.append((name, tp, name not in required, None))
+        # A TypedDict key that may be absent is optional: like a `T | None = None` field.
+        optional = name not in required
+        out.append((name, typing.Optional[tp] if optional else tp, optional, None))  # noqa: UP045
     return out
 
 
