@@ -101,6 +101,8 @@ class ServerProcess:
 
     @property
     def log(self) -> str:
+        """Everything the server wrote to stderr so far (including the last instant)."""
+        self.sync_log()
         with self._changed:
             return "\n".join(self.lines)
 
@@ -130,6 +132,7 @@ class ServerProcess:
 
     def count(self, pattern: str) -> int:
         regex = re.compile(pattern)
+        self.sync_log()
         with self._changed:
             return sum(1 for line in self.lines if regex.search(line))
 

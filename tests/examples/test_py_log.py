@@ -5,11 +5,12 @@ import pytest
 
 from kongish_pdk.testing import Kit, Request, UpstreamResponse
 
+PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 pytestmark = pytest.mark.parametrize("kong_mode", ["local", "wire"])
 
 
-def test_logs_one_line_per_request_to_kongs_log(plugin_kit: Kit, plugins: Path) -> None:
-    logger = plugin_kit.load(plugins / "py-log.py", {"tag": "edge"})
+def test_logs_one_line_per_request_to_kongs_log(plugin_kit: Kit) -> None:
+    logger = plugin_kit.load(PLUGINS / "py-log.py", {"tag": "edge"})
     result = logger.run(Request("POST", "/orders?id=3", client_ip="10.1.2.3"),
                         upstream=UpstreamResponse(202))
     (line,) = result.log_messages("notice")
@@ -19,9 +20,9 @@ def test_logs_one_line_per_request_to_kongs_log(plugin_kit: Kit, plugins: Path) 
     assert result.phases == ["log"]
 
 
-def test_appends_to_a_file(plugin_kit: Kit, plugins: Path, tmp_path: Path) -> None:
+def test_appends_to_a_file(plugin_kit: Kit, tmp_path: Path) -> None:
     sink = tmp_path / "access.log"
-    logger = plugin_kit.load(plugins / "py-log.py", {"path": str(sink)})
+    logger = plugin_kit.load(PLUGINS / "py-log.py", {"path": str(sink)})
     for status in (200, 404):
         logger.run(Request(), upstream=UpstreamResponse(status))
     lines = [json.loads(x) for x in sink.read_text().splitlines()]

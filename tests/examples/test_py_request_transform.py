@@ -4,11 +4,12 @@ import pytest
 
 from kongish_pdk.testing import ConfigRejected, Kit, Request
 
+PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 pytestmark = pytest.mark.parametrize("kong_mode", ["local", "wire"])
 
 
-def test_rewrites_what_the_upstream_receives(plugin_kit: Kit, plugins: Path) -> None:
-    transform = plugin_kit.load(plugins / "py-request-transform.py", {
+def test_rewrites_what_the_upstream_receives(plugin_kit: Kit) -> None:
+    transform = plugin_kit.load(PLUGINS / "py-request-transform.py", {
         "add_headers": {"x-team": "blue"},
         "remove_headers": ["cookie"],
         "add_query": {"source": "kong"},
@@ -26,8 +27,8 @@ def test_rewrites_what_the_upstream_receives(plugin_kit: Kit, plugins: Path) -> 
     assert sent.header("accept") == "x/y"
 
 
-def test_typed_config_refuses_a_bad_field(plugin_kit: Kit, plugins: Path) -> None:
+def test_typed_config_refuses_a_bad_field(plugin_kit: Kit) -> None:
     with pytest.raises(ConfigRejected, match=r"config\.add_headers\.x: expected a string"):
-        plugin_kit.load(plugins / "py-request-transform.py", {"add_headers": {"x": 1}})
+        plugin_kit.load(PLUGINS / "py-request-transform.py", {"add_headers": {"x": 1}})
     with pytest.raises(ConfigRejected, match=r"config\.strip_prefix: length must be at least 1"):
-        plugin_kit.load(plugins / "py-request-transform.py", {"strip_prefix": ""})
+        plugin_kit.load(PLUGINS / "py-request-transform.py", {"strip_prefix": ""})
