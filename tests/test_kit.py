@@ -171,3 +171,14 @@ def test_every_table_function_is_imitated_or_refused_by_name() -> None:
             continue  # no external plugin phase may call it: the phase check always refuses
         method = "pdk_" + fn.name.removeprefix("kong.").replace(".", "_")
         assert hasattr(FakeKong, method) != (fn.name in NOT_IN_KIT), fn.name
+
+
+@pytest.mark.parametrize("mode", ["local", "wire"])
+def test_lua_style_plugins_get_tuples(mode: str) -> None:
+    with Kit(mode, lua_style=True) as kit:  # type: ignore[arg-type]
+        plugin = kit.load(PLUGINS / "lua_style.py")
+        result = plugin.run(Request(host="lua.test", headers={"accept": ["a", "b"]}))
+    sent = result.service_request
+    assert sent is not None
+    assert sent.header("x-host") == "lua.test"
+    assert sent.header("x-accept-count") == "2"
