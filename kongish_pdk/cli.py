@@ -194,6 +194,11 @@ def _dump(out: TextIO, specs: Sequence[PluginSpec]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``kongish-pluginserver``: serve (or describe) every plugin of a directory."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["check"]:  # a subcommand for plugin authors, not a server mode
+        from kongish_pdk.check import main as check
+
+        return check(argv[1:])
     args = build_parser().parse_args(argv)
     parent = ParentWatch()
     out = dump.protect_stdout()
