@@ -46,6 +46,10 @@ class Decoder:
             unicode_errors="surrogateescape",
             strict_map_key=False,
             max_buffer_size=max_frame,
+            # msgpack's default first buffer is 1 MiB per connection; once freed, glibc keeps
+            # such blocks on its heap and the process grows with every connection Kong opens.
+            # Kong's messages are small: start at 16 KiB, grown on demand up to max_frame.
+            read_size=min(16 * 1024, max_frame),
             use_list=True,
         )
         self._max_frame = max_frame

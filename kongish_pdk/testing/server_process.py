@@ -15,9 +15,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 READY = re.compile(r"serving .* on (?P<path>/[^\s\"]+)")  # text or JSON log lines
 
@@ -110,21 +112,35 @@ class ServerProcess:
                  start: int = 0) -> re.Match[str]:
         """The first stderr line (from index ``start``) matching ``pattern``; waits for it."""
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+
+        def found() -> re.Match[str] | None:
+            return next((m for line in self.lines[start:] if (m := regex.search(line))), None)
+
+        return self._wait_until(found, f"a log line matching {regex.pattern!r}", timeout)
+
+    def wait_for_count(self, pattern: str, count: int, timeout: float = 10.0) -> None:
+        """Wait until ``count`` stderr lines match ``pattern``."""
+        regex = re.compile(pattern)
+
+        def enough() -> bool | None:
+            return sum(1 for line in self.lines if regex.search(line)) >= count or None
+
+        self._wait_until(enough, f"{count} log lines matching {pattern!r}", timeout)
+
+    def _wait_until(self, check: Callable[[], _T | None], what: str, timeout: float) -> _T:
+        """Re-check whenever a log line arrives; bounded by ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
-                for line in self.lines[start:]:
-                    found = regex.search(line)
-                    if found:
-                        return found
-                start = len(self.lines)
+                result = check()
+                if result is not None:
+                    return result
                 left = deadline - time.monotonic()
                 if self.proc.poll() is not None and not self._readers[0].is_alive():
-                    raise ServerError(f"server exited ({self.proc.returncode}) before logging "
-                                      f"{regex.pattern!r}:\n{self.log_unlocked()}")
+                    raise ServerError(f"server exited ({self.proc.returncode}) before "
+                                      f"{what}:\n{self.log_unlocked()}")
                 if left <= 0:
-                    raise ServerError(f"no log line matching {regex.pattern!r} within "
-                                      f"{timeout}s:\n{self.log_unlocked()}")
+                    raise ServerError(f"no {what} within {timeout}s:\n{self.log_unlocked()}")
                 self._changed.wait(min(left, 0.5))
 
     def log_unlocked(self) -> str:

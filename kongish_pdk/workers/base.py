@@ -18,6 +18,7 @@ from kongish_pdk.protocol.kong_msgpack import Transport
 from kongish_pdk.runtime.events import Executor
 from kongish_pdk.runtime.runtime import Runtime
 from kongish_pdk.server.listener import UnixListener
+from kongish_pdk.server.memory import MemoryTrimmer
 
 log = logging.getLogger("kongish_pdk.server")
 
@@ -43,10 +44,12 @@ class ServeContext:
     tick_interval: float = 1.0
     drain_timeout: float = 2.0
     extra_tick: Callable[[], None] | None = None
+    memory: MemoryTrimmer = field(default_factory=MemoryTrimmer)
     _drain_deadline: float | None = field(default=None, init=False)
 
     def tick(self) -> None:
         self.runtime.tick()
+        self.memory.tick(idle=self.runtime.in_flight() == 0)
         if self.extra_tick is not None:
             self.extra_tick()
 

@@ -27,6 +27,7 @@ from kongish_pdk.runtime.instances import Instance, split_config
 from kongish_pdk.runtime.local import LocalExecutor
 from kongish_pdk.runtime.outcomes import Failed, Outcome, PDKCall
 from kongish_pdk.server.lifecycle import die_with_parent
+from kongish_pdk.server.memory import MemoryTrimmer
 from kongish_pdk.workers import process_pipe as msg
 from kongish_pdk.workers.pool import ThreadPool
 from kongish_pdk.workers.process_pipe import Pipe
@@ -89,7 +90,16 @@ class WorkerProcess:
 
     # ------------------------------------------------------------------ commands
 
+    def trim_memory_when_idle(self) -> None:
+        """Housekeeping thread: the server process's tick does this for itself."""
+        trimmer = MemoryTrimmer()
+        while True:
+            time.sleep(1.0)
+            trimmer.tick(idle=not self.events)
+
     def serve(self) -> None:
+        threading.Thread(target=self.trim_memory_when_idle, name="kongish-memory",
+                         daemon=True).start()
         handlers: dict[int, Callable[..., None]] = {
             msg.CONSTRUCT: self._construct,
             msg.START: self._start,

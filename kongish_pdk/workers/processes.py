@@ -139,12 +139,12 @@ class ProcessExecutor:
             return
         log.error("worker process %d exited (%s) with %d event(s) in flight; replacing it",
                   child.process.pid, code, len(orphans))
+        replacement = self._spawn(child.index)  # first, so no new event waits on a dead one
+        with self._lock:
+            self._children[child.index] = replacement
         for event in orphans:
             self._deliver_safely(event, Failed(
                 f"the worker process running it died (exit code {code})"))
-        replacement = self._spawn(child.index)
-        with self._lock:
-            self._children[child.index] = replacement
 
     # ------------------------------------------------------------------ Executor interface
 
