@@ -255,7 +255,8 @@ class Response:
         return [v for k, v in self.headers if k.lower() == name]
 
     def json(self) -> Any:
-        return json.loads(self.body)
+        # the echo upstream copies request bodies into its JSON, bytes as they came
+        return json.loads(self.body.decode("utf-8", "surrogateescape"))
 
     @property
     def worker(self) -> str | None:

@@ -8,6 +8,7 @@ and, chosen by the request header ``x-probe``:
   exit     kong.response.exit with a bytes body and headers
   error    kong.response.error(403)
   route    kong.router.get_route (StepRoute)
+  refused  a call Kong refuses in this phase (a Lua error on Kong's side)
 log: one JSON line per request to ``path`` with what Kong's log-phase snapshot answers.
 """
 
@@ -64,6 +65,9 @@ class Plugin:
 
     def _error(self, kong):
         kong.response.error(403)
+
+    def _refused(self, kong):
+        kong.response.set_raw_body(b"not in access")  # Kong raises: wrong phase
 
     def _route(self, kong):
         route = kong.router.get_route()

@@ -1,6 +1,6 @@
 -- minikong.upstream: the service behind mini-Kong. It answers with a JSON description of the
 -- request it received, so tests can see what plugins changed on the way in:
---   {"method", "path", "args", "query", "headers", "body"}
+--   {"method", "path", "args", "query", "headers", "body", "body_md5"}
 -- A request header x-echo-status sets the status; paths containing "/text" answer
 -- text/plain instead of JSON (for plugins that only touch JSON bodies).
 local cjson = require "cjson.safe"
@@ -29,6 +29,7 @@ function _M.serve()
     query = ngx.req.get_uri_args(100),
     headers = ngx.req.get_headers(100),
     body = body or "",
+    body_md5 = ngx.md5(body or ""),
   }))
 end
 
