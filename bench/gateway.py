@@ -125,7 +125,7 @@ def kong_pdk(root: Path, mode: str) -> Iterator[PluginServer | None]:
     command = incumbent.server_command(venv, plugins, prefix, *INCUMBENT_MODES[mode])
     # kong-pdk has no socket-mode option: a umask of 0 lets nginx's workers (nobody) connect
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, preexec_fn=lambda: os.umask(0))
+                            stderr=subprocess.DEVNULL, umask=0)
     try:
         incumbent.wait_for_socket(incumbent.socket_path(prefix), proc)
         query = f"{command[0]} -d {plugins} --dump-all-plugins"
