@@ -111,6 +111,14 @@ class E2E:
         query = f"{sys.executable} -m kongish_pdk.cli -d {self.plugins_dir} {dump}"
         return PluginServer(name, self.server.socket_path, query, first_only=plugin is not None)
 
+    def supervised_server(self, name: str = "kongish") -> PluginServer:
+        """A pluginserver entry with a start_cmd: nginx's worker 0 starts and restarts it."""
+        flags = " ".join([*mode_flags(self.mode), *SERVER_FLAGS])
+        base = f"{sys.executable} -m kongish_pdk.cli -d {self.plugins_dir}"
+        return PluginServer(name, str(self.kong_prefix / "kongish_pluginserver.socket"),
+                            f"{base} --dump-all-plugins",
+                            start_cmd=f"{base} -p {self.kong_prefix} {flags}")
+
     def allow_server_errors(self, *patterns: str) -> None:
         self._server_errors_allowed.extend(patterns)
 
@@ -119,14 +127,16 @@ class E2E:
     def gateway(self, routes: Mapping[str, Sequence[Plugin]], global_plugins: Sequence[Plugin] = (),
                 *, servers: Sequence[PluginServer] | None = None, server_flags: Sequence[str] = (),
                 **config: Any) -> Gateway:
-        """Start mini-Kong (and our server first, if not running) with these routes."""
-        if self.server is None:
+        """Start mini-Kong (and our server first, if not running and not supervised)."""
+        if self.server is None and servers is None:
             self.start_server(*server_flags)
         config.setdefault("rpc_timeout_ms", RPC_TIMEOUT_MS)
         gateway_config = routes_config(servers or [self.plugin_server()], routes,
                                        global_plugins, **config)
         prefix = self.root / f"nginx{len(self.gateways)}"
-        gateway = Gateway(prefix, gateway_config)
+        # a server nginx starts runs as nginx's workers: as the caller, who can run our venv
+        supervised = any(server.start_cmd for server in gateway_config.servers)
+        gateway = Gateway(prefix, gateway_config, workers_as_caller=supervised)
         self.gateways.append(gateway)
         return gateway.start()
 
@@ -146,6 +156,10 @@ class E2E:
             problems += [f"nginx error log: {line}" for line in gateway.unexpected_errors()]
         for server in self.stopped_servers:
             problems += [f"plugin server log: {line}" for line in server.log.splitlines()
+                         if _server_error(line, self._server_errors_allowed)]
+        for gateway in self.gateways:  # a server nginx started writes to nginx's error log
+            problems += [f"plugin server log (via nginx): {line}"
+                         for line in gateway.error_log().splitlines()
                          if _server_error(line, self._server_errors_allowed)]
         return problems
 

@@ -91,10 +91,14 @@ class PluginServer:
     socket: str
     query_cmd: str
     first_only: bool = False  # Kong 3.9+ reads only the first plugin of a dump
+    start_cmd: str | None = None  # None: externally managed (the caller runs the server)
 
     def as_json(self) -> dict[str, Any]:
-        return {"name": self.name, "socket": self.socket, "query_cmd": self.query_cmd,
-                "first_only": self.first_only}
+        entry: dict[str, Any] = {"name": self.name, "socket": self.socket,
+                                 "query_cmd": self.query_cmd, "first_only": self.first_only}
+        if self.start_cmd:
+            entry["start_cmd"] = self.start_cmd
+        return entry
 
 
 @dataclass
@@ -164,7 +168,7 @@ NGINX_CONF = """\
 load_module {modules}/ndk_http_module.so;
 load_module {modules}/ngx_http_lua_module.so;
 
-worker_processes {workers};
+{user}worker_processes {workers};
 pid nginx.pid;
 error_log logs/error.log {log_level};
 events {{ worker_connections 4096; }}
@@ -190,6 +194,9 @@ http {{
     }}
     init_worker_by_lua_block {{
         require("minikong.gateway").init_worker()
+    }}
+    exit_worker_by_lua_block {{
+        require("minikong.gateway").exit_worker()
     }}
 
     upstream service {{
@@ -297,9 +304,12 @@ class Gateway:
     """One running mini-Kong (nginx master + workers) in its own prefix directory."""
 
     def __init__(self, prefix: Path, config: GatewayConfig, *, workers: int = WORKERS,
-                 log_level: str = "notice") -> None:
+                 log_level: str = "notice", workers_as_caller: bool = False) -> None:
         self.prefix = prefix
         self.config = config
+        # As root, nginx runs its workers as nobody (Kong: as kong), and so does a plugin
+        # server a worker starts. This keeps them as the caller, when nobody cannot run it.
+        self.workers_as_caller = workers_as_caller
         self.workers = workers
         self.log_level = log_level
         self.port = 0
@@ -323,8 +333,11 @@ class Gateway:
                            f"{self.output()}")
 
     def _write_conf(self, config_path: Path) -> None:
+        user = ""
+        if self.workers_as_caller and os.geteuid() == 0:
+            user = "user root root;\n"
         conf = NGINX_CONF.format(
-            modules=MODULES_DIR, workers=self.workers, log_level=self.log_level,
+            user=user, modules=MODULES_DIR, workers=self.workers, log_level=self.log_level,
             lua_dir=LUA_DIR, config=config_path, port=self.port,
             upstream_socket=self.prefix / "upstream.sock",
             header_filter=HEADER_FILTER if self.config.debug_headers else "",

@@ -4,10 +4,13 @@ traffic while nginx keeps serving."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -185,3 +188,50 @@ def test_restarting_the_plugin_server_under_traffic(e2e: E2E) -> None:
     # the workers noticed the new server (serverPid) and restarted their instances
     gw.wait_for_log(r"serverPid of kongish changed from \d+ to " + str(server.pid))
     assert len(started_instances(e2e, "py-hello")) >= 1
+
+
+# ---------------------------------------------------------------------------- start_cmd
+
+
+def pid_gone(pid: int) -> bool:
+    """Exited (or a zombie nobody reaped yet: it no longer runs)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+def wait_until(condition, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout}s"
+        time.sleep(0.02)  # bounded poll of an observable condition
+
+
+def test_nginx_worker_0_starts_respawns_and_stops_the_plugin_server(e2e: E2E) -> None:
+    gw = e2e.gateway({"/hello": [Plugin("py-hello")]}, servers=[e2e.supervised_server()])
+    # killing the server is this test's doing: nginx reaps it and logs the signal
+    gw.allow_errors(r"\[alert\].* unknown process \d+ exited on signal 9",
+                    r"\[minikong\] (starting instance: |py-hello access)",
+                    r"\[(crit|error)\].* connect\(\) to unix:\S+ failed "
+                    r"\((2: No such file or directory|111: Connection refused)\)")
+    serving = r"serving .* on \S+kongish_pluginserver\.socket"
+    # nginx points its workers' stderr at the error log: the server's output lands there
+    wait_until(lambda: len(re.findall(serving, gw.error_log())) == 1, what="server start")
+    (started,) = gw.wait_for_log(r"\[pluginserver\] started, pid \d+")
+    first_pid = int(started.rsplit("pid ", 1)[1].split(",")[0])
+    assert gw.get("/hello").header(HELLO)
+
+    os.kill(first_pid, signal.SIGKILL)  # Kong respawns after any exit
+    gw.wait_for_log(rf"external pluginserver 'kongish' terminated \(pid {first_pid}\)")
+    lines = gw.wait_for_log(r"\[pluginserver\] started, pid \d+", count=2)
+    second_pid = int(lines[1].rsplit("pid ", 1)[1].split(",")[0])
+    assert second_pid != first_pid
+    wait_until(lambda: len(re.findall(serving, gw.error_log())) == 2, what="server restart")
+    resp = gw.get("/hello")
+    assert resp.status == 200 and resp.header(HELLO), resp
+
+    gw.stop()  # exit_worker sends SIGTERM; the server also watches its parent (worker 0)
+    wait_until(lambda: pid_gone(second_pid), what=f"exit of the server {second_pid}")
+    assert "successfully stopped pluginserver 'kongish'" in gw.error_log()

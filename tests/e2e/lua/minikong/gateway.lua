@@ -11,13 +11,14 @@
 --                  proxying or buffered proxying when a plugin has a response phase.
 --   log()          snapshot now, run log handlers in a 0-delay timer (no cosockets here).
 --
--- Deviation from Kong, by necessity: Debian's nginx has no ngx.pipe, so mini-Kong cannot
--- spawn the plugin server (start_cmd). The harness starts it: Kong's "externally managed
--- plugin server" mode.
+-- A plugin server with a start_cmd is started and supervised by worker 0 (minikong.process,
+-- posix_spawn through LuaJIT's FFI, since Debian's nginx has no ngx.pipe); one without is
+-- "externally managed", as in Kong: the test harness starts it.
 local cjson = require "cjson.safe"
 local rpc = require "minikong.rpc"
 local pdk = require "minikong.pdk"
 local runner = require "minikong.runner"
+local process = require "minikong.process"
 
 local ngx = ngx
 local var = ngx.var
@@ -272,7 +273,12 @@ function _M.init_worker()
     end
   end
   sort(routes, function(a, b) return #a.prefix > #b.prefix end)
+  process.init_worker(conf.pluginservers)
   ngx.log(ngx.NOTICE, "[minikong] worker ", ngx.worker.id(), " ready")
+end
+
+function _M.exit_worker()
+  process.exit_worker()
 end
 
 ------------------------------------------------------------------------------ requests
