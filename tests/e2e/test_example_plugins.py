@@ -215,3 +215,13 @@ def test_log_without_a_path_writes_to_kongs_error_log(e2e: E2E) -> None:
     assert entry["tag"] == "to-nginx"
     assert entry["uri"] == "/logged/z"
     assert entry["status"] == 200
+
+
+def test_a_typed_config_plugin_scoped_to_a_route_starts(e2e: E2E) -> None:
+    # Kong adds route_id (service_id, consumer_id, plugin_instance_name) to the Config JSON
+    # of a scoped plugin. A typed Config must not refuse them as unknown fields, or every
+    # route-scoped typed plugin fails StartInstance (500) on a real Kong.
+    gw = e2e.gateway({"/rt": [Plugin("py-request-transform", {"add_headers": {"x-a": "1"}})]})
+    resp = gw.get("/rt/x")
+    assert resp.status == 200, f"{resp!r}\n{gw.error_log()[-1500:]}"
+    assert resp.json()["headers"]["x-a"] == "1"
