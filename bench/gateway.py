@@ -12,7 +12,9 @@ Every target is one mini-Kong (2 nginx workers) with a route ``/hello``:
 
 The hello plugin reads the Host header and sets two response headers: one HandleEvent and
 three Steps per request. Each target gets a warm-up run, then ``--rounds`` rounds of
-``wrk -t2 -c16 -d5s`` that alternate between the targets; the table shows medians.
+``wrk -t2 -c16 -d5s`` that alternate between the targets; the table shows medians. Besides
+req/s and p99 it shows the plugin server's CPU time per request (the server process and its
+children, from /proc): on a shared or busy machine that ratio moves much less than req/s.
 
     .venv/bin/python bench/gateway.py [--rounds 3] [--duration 5] [--only kongish]
 """
@@ -30,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,9 +63,36 @@ class Target:
     name: str
     gateway: Gateway
     expect_plugin: bool
+    server_pid: int | None = None  # the plugin server (its child processes count too)
     rps: list[float] = field(default_factory=list)
     p99_ms: list[float] = field(default_factory=list)
+    server_us: list[float] = field(default_factory=list)  # server CPU per request
     errors: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------- CPU time
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with suppress(OSError):
+            found += [int(p) for p in task.read_text().split()]
+    return found
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by a process and its live descendants."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            stat = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+        todo += _children(current)
+    return total
 
 
 # ---------------------------------------------------------------------------- wrk
@@ -72,19 +101,21 @@ class Target:
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def run_wrk(port: int, duration: float, threads: int, connections: int) -> tuple[float, float, str]:
-    """req/s, p99 in ms, and any error wrk reported (non-2xx, socket errors)."""
+def run_wrk(port: int, duration: float, threads: int,
+            connections: int) -> tuple[float, float, int, str]:
+    """req/s, p99 in ms, requests, and any error wrk reported (non-2xx, socket errors)."""
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency",
          f"http://127.0.0.1:{port}{PATH}"],
         capture_output=True, text=True, check=True, timeout=duration + 60,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
     assert p99 is not None, out
     problems = [line.strip() for line in out.splitlines()
                 if "Non-2xx" in line or "Socket errors" in line]
-    return rps, float(p99.group(1)) * _UNITS[p99.group(2)], "; ".join(problems)
+    return rps, float(p99.group(1)) * _UNITS[p99.group(2)], total, "; ".join(problems)
 
 
 # ---------------------------------------------------------------------------- targets
@@ -98,7 +129,7 @@ def one_plugin_dir(root: Path, plugin: Path) -> Path:
 
 
 @contextmanager
-def kongish(root: Path, mode: str) -> Iterator[PluginServer | None]:
+def kongish(root: Path, mode: str) -> Iterator[tuple[PluginServer, int] | None]:
     prefix = root / f"kongish-{mode}"
     prefix.mkdir()
     plugins = one_plugin_dir(prefix, HELLO)
@@ -111,13 +142,13 @@ def kongish(root: Path, mode: str) -> Iterator[PluginServer | None]:
         return
     query = f"{sys.executable} -m kongish_pdk.cli -d {plugins} --dump-all-plugins"
     try:
-        yield PluginServer(f"kongish-{mode}", server.socket_path, query)
+        yield PluginServer(f"kongish-{mode}", server.socket_path, query), server.pid
     finally:
         server.stop()
 
 
 @contextmanager
-def kong_pdk(root: Path, mode: str) -> Iterator[PluginServer | None]:
+def kong_pdk(root: Path, mode: str) -> Iterator[tuple[PluginServer, int] | None]:
     venv = incumbent.kong_pdk_venv()
     prefix = root / f"kong-pdk-{mode}"
     prefix.mkdir()
@@ -129,7 +160,8 @@ def kong_pdk(root: Path, mode: str) -> Iterator[PluginServer | None]:
     try:
         incumbent.wait_for_socket(incumbent.socket_path(prefix), proc)
         query = f"{command[0]} -d {plugins} --dump-all-plugins"
-        yield PluginServer(f"kong-pdk-{mode}", str(incumbent.socket_path(prefix)), query)
+        yield (PluginServer(f"kong-pdk-{mode}", str(incumbent.socket_path(prefix)), query),
+               proc.pid)
     finally:
         proc.terminate()
         try:
@@ -174,17 +206,26 @@ def main() -> int:
         for round_no in range(args.rounds):
             order = targets if round_no % 2 == 0 else targets[::-1]
             for target in order:
-                rps, p99, problems = run_wrk(target.gateway.port, args.duration, args.threads,
-                                             args.connections)
-                target.rps.append(rps)
-                target.p99_ms.append(p99)
-                if problems:
-                    target.errors.append(problems)
-                print(f"  round {round_no + 1} {target.name:<22} {rps:>9.0f} req/s  "
-                      f"p99 {p99:7.2f} ms {problems}", flush=True)
+                measure(target, args, round_no)
         report(targets, args)
     shutil.rmtree(root, ignore_errors=True)
     return 0
+
+
+def measure(target: Target, args: argparse.Namespace, round_no: int) -> None:
+    pid = target.server_pid
+    cpu_before = tree_cpu(pid) if pid else 0.0
+    rps, p99, total, problems = run_wrk(target.gateway.port, args.duration, args.threads,
+                                        args.connections)
+    target.rps.append(rps)
+    target.p99_ms.append(p99)
+    if pid:
+        target.server_us.append(1e6 * (tree_cpu(pid) - cpu_before) / max(total, 1))
+    if problems:
+        target.errors.append(problems)
+    cpu = f"server {target.server_us[-1]:5.0f} us/req" if pid else ""
+    print(f"  round {round_no + 1} {target.name:<22} {rps:>9.0f} req/s  "
+          f"p99 {p99:7.2f} ms  {cpu} {problems}", flush=True)
 
 
 def build_targets(root: Path, stack: ExitStack, only: str | None) -> list[Target]:
@@ -195,12 +236,13 @@ def build_targets(root: Path, stack: ExitStack, only: str | None) -> list[Target
     for name, make in plans:
         if only and only not in name and make is not None:
             continue
-        server = stack.enter_context(make()) if make else None  # type: ignore[call-overload]
-        if make is not None and server is None:
+        started = stack.enter_context(make()) if make else None  # type: ignore[call-overload]
+        if make is not None and started is None:
             continue
+        server, pid = started if started else (None, None)
         gateway = start_gateway(root, name, server)
         stack.callback(gateway.stop)
-        targets.append(Target(name, gateway, expect_plugin=make is not None))
+        targets.append(Target(name, gateway, expect_plugin=make is not None, server_pid=pid))
     return targets
 
 
@@ -215,14 +257,21 @@ def report(targets: list[Target], args: argparse.Namespace) -> None:
           f"{platform.python_implementation()} {platform.python_version()}, "
           f"{nginx_version()}")
     print()
-    print("| target | req/s | p99 | vs kong-pdk threads | share of the ceiling |")
-    print("|---|---:|---:|---:|---:|")
+    incumbent_us = statistics.median(by_name["kong-pdk threads"].server_us) \
+        if "kong-pdk threads" in by_name else None
+    print("| target | req/s | p99 | req/s vs kong-pdk threads | share of the ceiling "
+          "| server CPU per request | CPU vs kong-pdk threads |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for t in targets:
         rps, p99 = statistics.median(t.rps), statistics.median(t.p99_ms)
         ratio = f"{rps / incumbent_rps:.1f}x" if incumbent_rps else "-"
         share = f"{100 * rps / ceiling:.0f}%"
+        us = statistics.median(t.server_us) if t.server_us else None
+        cpu = f"{us:.0f} us" if us else "-"
+        cpu_ratio = f"{incumbent_us / us:.1f}x less" if us and incumbent_us else "-"
         flag = " (errors: " + t.errors[0] + ")" if t.errors else ""
-        print(f"| {t.name} | {rps:,.0f} | {p99:.2f} ms | {ratio} | {share} |{flag}")
+        print(f"| {t.name} | {rps:,.0f} | {p99:.2f} ms | {ratio} | {share} | {cpu} "
+              f"| {cpu_ratio} |{flag}")
 
 
 def nginx_version() -> str:
