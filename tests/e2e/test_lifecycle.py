@@ -224,6 +224,7 @@ def test_nginx_worker_0_starts_respawns_and_stops_the_plugin_server(e2e: E2E) ->
     assert gw.get("/hello").header(HELLO)
 
     os.kill(first_pid, signal.SIGKILL)  # Kong respawns after any exit
+    gw.wait_for_log(rf"\[alert\].* unknown process {first_pid} exited on signal 9")
     gw.wait_for_log(rf"external pluginserver 'kongish' terminated \(pid {first_pid}\)")
     lines = gw.wait_for_log(r"\[pluginserver\] started, pid \d+", count=2)
     second_pid = int(lines[1].rsplit("pid ", 1)[1].split(",")[0])
