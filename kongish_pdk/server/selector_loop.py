@@ -1,128 +1,106 @@
-"""One I/O thread for all connections: a selector loop (threads and processes modes).
+"""The I/O loop of the threads and processes modes (epoll, one-shot).
 
-Reading, decoding and routing happen here; plugin code never does. Replies are written by
-whichever thread produced them (usually the handler's own thread), so a PDK round trip costs
-one hand-off between threads, not two.
+Connections are armed with EPOLLONESHOT: when one becomes readable, epoll disarms it and this
+loop is its only reader until it is armed again, either by the loop itself after dispatching
+or by the thread that took the connection over when it gives it back (:meth:`IOLoop.arm`,
+callable from any thread). Plugin code never runs here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import select
-import selectors
 import socket
 import threading
 import time
 
-from kongish_pdk.workers.base import ServeContext, Session
+from kongish_pdk.server import nogil
+from kongish_pdk.server.connections import (
+    RECV_SIZE,
+    Connection,
+    SocketTransport,
+    dispatch,
+    recv,
+)
+from kongish_pdk.workers.base import ServeContext
 
 log = logging.getLogger("kongish_pdk.server")
 
-RECV_SIZE = 256 * 1024
-WRITE_TIMEOUT = 60.0  # Kong gives up after 60 s too
+_ONESHOT_READ = select.EPOLLIN | select.EPOLLONESHOT
 
 
-class SocketTransport:
-    """Thread-safe writes to one non-blocking connection."""
-
-    __slots__ = ("_lock", "closed", "sock")
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.closed = False
-        self._lock = threading.Lock()
-
-    def write(self, data: bytes) -> bool:
-        with self._lock:
-            if self.closed:
-                return False
-            try:
-                _send_all(self.sock, data)
-            except OSError as exc:
-                log.debug("write failed, closing connection: %s", exc)
-                self._shutdown()
-                return False
-        return True
-
-    def close(self) -> None:
-        with self._lock:
-            self._shutdown()
-
-    def _shutdown(self) -> None:
-        # The I/O thread sees end-of-file and unregisters the socket itself: closing it here
-        # could let the selector confuse it with a new connection reusing the fd number.
-        self.closed = True
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-
-
-def _send_all(sock: socket.socket, data: bytes) -> None:
-    view = memoryview(data)
-    poller: select.poll | None = None
-    while view:
-        try:
-            sent = sock.send(view)
-        except BlockingIOError:
-            if poller is None:
-                poller = select.poll()
-                poller.register(sock, select.POLLOUT)
-            if not poller.poll(WRITE_TIMEOUT * 1000):
-                raise OSError(errno.ETIMEDOUT, "gateway stopped reading") from None
-            continue
-        view = view[sent:]
-
-
-class _Connection:
-    __slots__ = ("session", "sock", "transport")
-
-    def __init__(self, sock: socket.socket, transport: SocketTransport, session: Session) -> None:
-        self.sock = sock
-        self.transport = transport
-        self.session = session
-
-
-class SelectorLoop:
+class IOLoop:
     def __init__(self, ctx: ServeContext) -> None:
         self.ctx = ctx
-        self._selector = selectors.DefaultSelector()
+        self._epoll = select.epoll()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._stopping = False
-        self._connections: dict[int, _Connection] = {}
+        self._connections: dict[int, Connection] = {}
+        self._close_lock = threading.Lock()
+        self._receiver = nogil.Receiver(RECV_SIZE)
 
     def stop(self) -> None:
         self._stopping = True
         with contextlib.suppress(OSError):  # already woken, or shutting down
             self._wake_w.send(b"\0")
 
+    # ------------------------------------------------------------------ any thread
+
+    def arm(self, conn: Connection) -> None:
+        """Let the loop read ``conn`` again (its current reader gives it back)."""
+        if conn.closed:
+            return
+        try:
+            self._epoll.modify(conn.fd, _ONESHOT_READ)
+        except OSError:  # closed meanwhile
+            self.close(conn)
+
+    def close(self, conn: Connection) -> None:
+        """Forget a connection (its reader saw end-of-file, or the server stops)."""
+        with self._close_lock:
+            if conn.closed:
+                return
+            conn.closed = True
+            self._connections.pop(conn.fd, None)
+            with contextlib.suppress(OSError):
+                self._epoll.unregister(conn.fd)
+        conn.transport.close()
+        conn.session.connection_lost()
+        conn.sock.close()  # only now may the descriptor number be reused
+
+    # ------------------------------------------------------------------ the loop's thread
+
     def run(self) -> None:
         ctx = self.ctx
         listener = ctx.listener.sock
         listener.setblocking(False)
-        self._selector.register(listener, selectors.EVENT_READ, None)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._epoll.register(listener.fileno(), select.EPOLLIN)
+        self._epoll.register(self._wake_r.fileno(), select.EPOLLIN)
+        listen_fd, wake_fd = listener.fileno(), self._wake_r.fileno()
         next_tick = time.monotonic() + ctx.tick_interval
         draining = False
         try:
             while True:
                 timeout = 0.05 if draining else max(0.0, next_tick - time.monotonic())
-                for key, _ in self._selector.select(timeout):
-                    if key.fileobj is listener:
+                for fd, _ in self._epoll.poll(timeout):
+                    if fd == listen_fd:
                         self._accept(listener)
-                    elif key.fileobj is self._wake_r:
+                    elif fd == wake_fd:
                         self._drain_wakeups()
                     else:
-                        self._readable(key.data)
+                        conn = self._connections.get(fd)
+                        if conn is not None:
+                            self._read(conn)
                 now = time.monotonic()
                 if now >= next_tick:
                     ctx.tick()
                     next_tick = now + ctx.tick_interval
                 if self._stopping and not draining:
                     draining = True
-                    self._selector.unregister(listener)
+                    self._epoll.unregister(listen_fd)
                     ctx.listener.close()
                     ctx.begin_drain()
                 if draining and ctx.drained():
@@ -130,17 +108,15 @@ class SelectorLoop:
         finally:
             ctx.finish()
             for conn in list(self._connections.values()):
-                self._close(conn)
-            self._selector.close()
+                self.close(conn)
+            self._epoll.close()
             self._wake_r.close()
             self._wake_w.close()
 
     def _drain_wakeups(self) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError):
             while self._wake_r.recv(4096):
                 pass
-        except BlockingIOError:
-            pass
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -153,30 +129,19 @@ class SelectorLoop:
                 return
             sock.setblocking(False)
             transport = SocketTransport(sock)
-            conn = _Connection(sock, transport, self.ctx.new_session(transport))
-            self._connections[sock.fileno()] = conn
-            self._selector.register(sock, selectors.EVENT_READ, conn)
+            conn = Connection(sock, transport, self.ctx.new_session(transport))
+            self._connections[conn.fd] = conn
+            self._epoll.register(conn.fd, _ONESHOT_READ)
 
-    def _readable(self, conn: _Connection) -> None:
-        try:
-            data = conn.sock.recv(RECV_SIZE)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._close(conn)
-            return
-        try:
-            conn.session.data_received(data)
-        except Exception:  # a bug must cost one connection, never the server
-            log.exception("unexpected error while serving a connection; closing it")
-            self._close(conn)
-
-    def _close(self, conn: _Connection) -> None:
-        fd = conn.sock.fileno()
-        if fd >= 0 and self._connections.pop(fd, None) is not None:
-            self._selector.unregister(conn.sock)
-        conn.transport.close()
-        conn.session.connection_lost()
-        conn.sock.close()
+    def _read(self, conn: Connection) -> None:
+        data = recv(conn, self._receiver)
+        if data is None:
+            self.arm(conn)
+        elif not data:
+            self.close(conn)
+        else:
+            dispatch(conn, data)
+            if conn.transport.closed:
+                self.close(conn)
+            elif not conn.claimed:
+                self.arm(conn)

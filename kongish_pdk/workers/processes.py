@@ -16,6 +16,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -23,7 +24,7 @@ from kongish_pdk.plugin.source import PluginSource
 from kongish_pdk.runtime.events import Deliver, Event, Executor
 from kongish_pdk.runtime.instances import Instance
 from kongish_pdk.runtime.outcomes import RETURNED, Failed, PDKCall
-from kongish_pdk.server.selector_loop import SelectorLoop
+from kongish_pdk.server.selector_loop import IOLoop
 from kongish_pdk.workers import process_child
 from kongish_pdk.workers import process_pipe as msg
 from kongish_pdk.workers.base import ServeContext, Worker
@@ -152,6 +153,9 @@ class ProcessExecutor:
     def bind(self, deliver: Deliver) -> None:
         self._deliver = deliver
 
+    def new_lock(self) -> AbstractContextManager[Any]:
+        return threading.Lock()
+
     def run_blocking(self, fn: Callable[[], None]) -> None:
         self._blocking.submit(fn)
 
@@ -230,7 +234,7 @@ class ProcessWorker(Worker):
         self._start_method = start_method
         self._logging = (verbosity, log_format)
         self._executor: ProcessExecutor | None = None
-        self._loop: SelectorLoop | None = None
+        self._loop: IOLoop | None = None
         self._stop_requested = False
 
     def create_executor(self, lua_style: bool) -> Executor:
@@ -242,7 +246,7 @@ class ProcessWorker(Worker):
 
     def serve(self, ctx: ServeContext) -> None:
         assert self._executor is not None
-        self._loop = SelectorLoop(ctx)
+        self._loop = IOLoop(ctx)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop())
         if self._stop_requested:
