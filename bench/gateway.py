@@ -39,8 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kongish_pdk.testing import ServerError, start_server  # noqa: E402
-from tests.e2e.minikong import (  # noqa: E402
+from kongish_pdk.testing import ServerError, start_server
+from tests.e2e.minikong import (
     INSTALL_HINT,
     Gateway,
     Plugin,
@@ -49,7 +49,7 @@ from tests.e2e.minikong import (  # noqa: E402
     nginx_binary,
     routes_config,
 )
-from tests.support import incumbent  # noqa: E402
+from tests.support import incumbent
 
 HELLO = ROOT / "plugins" / "py-hello.py"
 INCUMBENT_HELLO = ROOT / "bench" / "incumbent_plugins" / "py-hello.py"
