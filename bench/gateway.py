@@ -208,6 +208,11 @@ def main() -> int:
             for target in order:
                 measure(target, args, round_no)
         report(targets, args)
+        problems = [f"{t.name}: {line}" for t in targets for line in t.gateway.unexpected_errors()]
+    if problems:
+        print(f"\n{len(problems)} error lines in nginx's logs (kept in {root}):")
+        print("\n".join(problems[:20]))
+        return 1
     shutil.rmtree(root, ignore_errors=True)
     return 0
 

@@ -9,6 +9,7 @@ import re
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 
 from .conftest import E2E
 from .minikong import Gateway, GatewayError, Plugin, PluginServer, Response
+from .test_example_plugins import wait_for_lines
 
 pytestmark = pytest.mark.e2e
 
@@ -236,3 +238,26 @@ def test_nginx_worker_0_starts_respawns_and_stops_the_plugin_server(e2e: E2E) ->
     gw.stop()  # exit_worker sends SIGTERM; the server also watches its parent (worker 0)
     wait_until(lambda: pid_gone(second_pid), what=f"exit of the server {second_pid}")
     assert "successfully stopped pluginserver 'kongish'" in gw.error_log()
+
+
+def test_concurrent_traffic_through_every_phase(e2e: E2E) -> None:
+    # 16 clients at once, each request through access, response and log handlers: every
+    # request gets every plugin's effect, and every log line arrives.
+    sink = e2e.path("concurrent.jsonl")
+    gw = e2e.gateway({"/mix": [Plugin("py-hello"),
+                               Plugin("py-response-rewrite", {"add_fields": {"seen": "yes"}}),
+                               Plugin("py-log", {"path": str(sink)})]})
+    total = 240
+
+    def one(i: int) -> Response:
+        return gw.get(f"/mix/{i}")
+
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(one, range(total)))
+    bad = [r for r in responses if r.status != 200 or not r.header(HELLO)
+           or r.json().get("seen") != "yes" or r.header("x-response-rewritten") != "200"]
+    assert not bad, bad[:3]
+    assert {r.json()["path"] for r in responses} == {f"/mix/{i}" for i in range(total)}
+    lines = wait_for_lines(sink, total)
+    assert sorted(e["uri"] for e in lines) == sorted(f"/mix/{i}" for i in range(total))
+    assert {e["status"] for e in lines} == {200}
