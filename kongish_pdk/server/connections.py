@@ -16,6 +16,7 @@ import logging
 import select
 import socket
 import threading
+from contextlib import AbstractContextManager
 from typing import Any
 
 from kongish_pdk.server import nogil
@@ -30,16 +31,20 @@ RECV_SIZE = 64 * 1024
 WRITE_TIMEOUT = 60.0  # Kong gives up after 60 s too
 
 
-class SocketTransport:
-    """Thread-safe writes to one non-blocking connection."""
+class BaseTransport:
+    """Serialised writes to one non-blocking connection; the subclasses say how to send.
+
+    A write first tries one plain send, which almost always takes all of it; only the rest,
+    if any, goes through the worker's way of waiting for the socket to drain.
+    """
 
     __slots__ = ("_lock", "closed", "fd", "sock")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, lock: AbstractContextManager[Any]) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.closed = False
-        self._lock = threading.Lock()
+        self._lock = lock
 
     def write(self, data: bytes) -> bool:
         with self._lock:
@@ -47,22 +52,16 @@ class SocketTransport:
                 return False
             try:
                 try:
-                    sent = nogil.send(self.fd, data)  # almost always all of it
+                    sent = self._send_now(data)
                 except BlockingIOError:
                     sent = 0
                 if sent < len(data):
-                    _send_all(self.sock, memoryview(data)[sent:])
+                    self._send_rest(memoryview(data)[sent:])
             except OSError as exc:
                 log.debug("write failed, closing connection: %s", exc)
                 self._shutdown()
                 return False
         return True
-
-    def pending_input(self) -> bool:
-        try:
-            return bool(self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-        except (BlockingIOError, OSError):
-            return False
 
     def close(self) -> None:
         with self._lock:
@@ -74,6 +73,33 @@ class SocketTransport:
         self.closed = True
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
+
+    def _send_now(self, data: bytes) -> int:
+        raise NotImplementedError
+
+    def _send_rest(self, rest: memoryview) -> None:
+        raise NotImplementedError
+
+
+class SocketTransport(BaseTransport):
+    """A connection of the threads and processes modes."""
+
+    __slots__ = ()
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock, threading.Lock())
+
+    def _send_now(self, data: bytes) -> int:
+        return nogil.send(self.fd, data)
+
+    def _send_rest(self, rest: memoryview) -> None:
+        _send_all(self.sock, rest)
+
+    def pending_input(self) -> bool:
+        try:
+            return bool(self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except OSError:
+            return False
 
 
 def _send_all(sock: socket.socket, data: bytes | memoryview) -> None:

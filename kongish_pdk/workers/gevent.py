@@ -28,6 +28,7 @@ from greenlet import getcurrent, greenlet
 
 from kongish_pdk.runtime.events import Event, Executor
 from kongish_pdk.runtime.local import LocalExecutor
+from kongish_pdk.server.connections import BaseTransport
 from kongish_pdk.workers.base import ServeContext, Worker
 
 log = logging.getLogger("kongish_pdk.workers")
@@ -75,47 +76,22 @@ class GeventExecutor(LocalExecutor):
         run_inline(run)
 
 
-class GeventTransport:
-    __slots__ = ("_lock", "closed", "fd", "sock")
+class GeventTransport(BaseTransport):
+    __slots__ = ()
 
     def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.closed = False
-        self._lock = gevent.lock.Semaphore(1)
+        super().__init__(sock, gevent.lock.Semaphore(1))
 
-    def write(self, data: bytes) -> bool:
-        with self._lock:
-            if self.closed:
-                return False
-            try:
-                # One plain write(2) usually takes it all; gevent's sendall (which yields
-                # while the socket is full) only for what is left.
-                try:
-                    sent = os.write(self.fd, data)
-                except BlockingIOError:
-                    sent = 0
-                if sent < len(data):
-                    self.sock.sendall(memoryview(data)[sent:])
-            except OSError as exc:
-                log.debug("write failed, closing connection: %s", exc)
-                self._shutdown()
-                return False
-        return True
+    def _send_now(self, data: bytes) -> int:
+        return os.write(self.fd, data)
+
+    def _send_rest(self, rest: memoryview) -> None:
+        self.sock.sendall(rest)  # yields to other greenlets while the socket is full
 
     def pending_input(self) -> bool:
         # The connection's greenlet does not read while its handler runs inline, so look.
-        readable, _, _ = _select(  # the real select: a zero timeout must not yield
-            [self.sock.fileno()], [], [], 0)
+        readable, _, _ = _select([self.fd], [], [], 0)  # the real select: must not yield
         return bool(readable)
-
-    def close(self) -> None:
-        self._shutdown()
-
-    def _shutdown(self) -> None:
-        self.closed = True
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
 
 
 class GeventWorker(Worker):

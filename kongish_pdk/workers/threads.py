@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import signal
 import threading
 from _thread import allocate_lock
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from kongish_pdk.runtime.local import LocalExecutor
 from kongish_pdk.server import nogil
 from kongish_pdk.server.connections import RECV_SIZE, Connection, claim, dispatch, recv
 from kongish_pdk.server.selector_loop import IOLoop
-from kongish_pdk.workers.base import ServeContext, Worker
+from kongish_pdk.workers.loop_worker import IOLoopWorker
 from kongish_pdk.workers.pool import ThreadPool
 
 # Kong keeps up to 256 pooled connections per nginx worker; each in-flight event holds a
@@ -185,33 +184,21 @@ class ThreadExecutor(LocalExecutor):
         event.handle.slot.put((value, error), claim(event.reply))
 
 
-class ThreadWorker(Worker):
+class ThreadWorker(IOLoopWorker):
     name: ClassVar[str] = "threads"
 
     def __init__(self, threads: int = DEFAULT_THREADS) -> None:
+        super().__init__()
         self.pool = ThreadPool(threads)
         self._executor: ThreadExecutor | None = None
-        self._loop: IOLoop | None = None
-        self._stop_requested = False
 
     def create_executor(self, lua_style: bool) -> Executor:
         self._executor = ThreadExecutor(self.pool, lua_style)
         return self._executor
 
-    def serve(self, ctx: ServeContext) -> None:
-        self._loop = IOLoop(ctx)
+    def loop_started(self, loop: IOLoop) -> None:
         if self._executor is not None:
-            self._executor.loop = self._loop
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stop())
-        if self._stop_requested:  # a signal arrived while plugins were loading
-            self._loop.stop()
-        try:
-            self._loop.run()
-        finally:
-            self.pool.shutdown()
+            self._executor.loop = loop  # handler threads give connections back to it
 
-    def stop(self) -> None:
-        self._stop_requested = True
-        if self._loop is not None:
-            self._loop.stop()
+    def loop_finished(self) -> None:
+        self.pool.shutdown()
