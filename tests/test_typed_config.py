@@ -147,3 +147,22 @@ def test_dump_of_a_typed_example_is_what_kong_expects() -> None:
     names = [next(iter(f)) for f in config["fields"]]
     assert names == ["add_headers", "remove_headers", "add_query", "strip_prefix", "new_prefix"]
     assert config["fields"][3]["strip_prefix"] == {"type": "string", "len_min": 1}
+
+
+def test_kongs_scope_keys_are_not_unknown_fields() -> None:
+    # Kong adds route_id (service_id, consumer_id, plugin_instance_name) to a scoped
+    # plugin's Config JSON; found by the e2e gateway, where every request got a 500.
+    @dataclass
+    class Scoped:
+        header: str = "x"
+
+    @dataclass
+    class Declares:
+        route_id: str | None = None
+
+    make = converter(Scoped)
+    assert make({"header": "y", "route_id": "r", "service_id": None,
+                 "consumer_id": None, "plugin_instance_name": "n"}) == Scoped("y")
+    with pytest.raises(ConfigError, match=r"config\.other: unknown field"):
+        make({"other": 1})
+    assert converter(Declares)({"route_id": "r1"}) == Declares("r1")  # declared: kept

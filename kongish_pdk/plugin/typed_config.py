@@ -229,11 +229,20 @@ def _jsonable(value: Any, path: str) -> Any:
 
 # ---------------------------------------------------------------------- decoding
 
+# Keys Kong adds to the Config of a scoped (or named) plugin; they are not schema fields
+# (kong-protocol.md 2.5), so a Config that does not declare them must not refuse them.
+KONG_SCOPE_KEYS = frozenset({"route_id", "service_id", "consumer_id", "plugin_instance_name"})
+
+
 def converter(cls: type) -> Callable[[dict[str, Any]], Any]:
     """The ``make_config`` hook: Kong's config dict -> a validated instance of ``cls``."""
     kong_fields(cls)  # fail at load time, not at the first StartInstance
+    declared = {name for name, *_ in _fields_of(cls)}
+    ignored = KONG_SCOPE_KEYS - declared
 
     def make_config(config: dict[str, Any]) -> Any:
+        if ignored & config.keys():
+            config = {k: v for k, v in config.items() if k not in ignored}
         return _record(cls, config, "config")
 
     return make_config
