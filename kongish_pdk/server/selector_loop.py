@@ -3,10 +3,16 @@
 Reading, decoding and routing happen here; plugin code never does. Replies are written by
 whichever thread produced them (usually the handler's own thread), so a PDK round trip costs
 one hand-off between threads, not two.
+
+With ``lend=True`` (threads mode) a session may also *borrow* its connection: the loop stops
+reading it, the thread running the event reads it directly (``SocketTransport.recv``), and
+``give_back`` returns it to the loop. ProtoBuf:1 does this for a whole event, which runs on
+one connection in lockstep, so its PDK round trips need no hand-off at all.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import logging
@@ -25,14 +31,16 @@ WRITE_TIMEOUT = 60.0  # Kong gives up after 60 s too
 
 
 class SocketTransport:
-    """Thread-safe writes to one non-blocking connection."""
+    """Thread-safe writes to one non-blocking connection; lending when the loop allows it."""
 
-    __slots__ = ("_lock", "closed", "sock")
+    __slots__ = ("_lock", "_loop", "_poller", "closed", "sock")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, loop: SelectorLoop | None = None) -> None:
         self.sock = sock
         self.closed = False
         self._lock = threading.Lock()
+        self._loop = loop  # set when connections may be lent
+        self._poller: select.poll | None = None
 
     def write(self, data: bytes) -> bool:
         with self._lock:
@@ -49,6 +57,33 @@ class SocketTransport:
     def close(self) -> None:
         with self._lock:
             self._shutdown()
+
+    def lend(self) -> bool:
+        """Stop the loop reading this connection (call on the I/O thread, inside
+        ``data_received``); the borrower reads with :meth:`recv` until :meth:`give_back`."""
+        return self._loop is not None and self._loop.lend(self.sock)
+
+    def recv(self, timeout: float) -> bytes:
+        """The borrower's blocking read: ``b""`` on end of file, error or timeout."""
+        if self._poller is None:
+            self._poller = select.poll()
+            self._poller.register(self.sock, select.POLLIN)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if not self._poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                    log.debug("no data from the gateway for %gs", timeout)
+                    return b""
+                return self.sock.recv(RECV_SIZE)
+            except BlockingIOError:  # a spurious wake-up
+                continue
+            except OSError:
+                return b""
+
+    def give_back(self) -> None:
+        """Let the loop read the connection again (from any thread)."""
+        if self._loop is not None:
+            self._loop.give_back(self.sock)
 
     def _shutdown(self) -> None:
         # The I/O thread sees end-of-file and unregisters the socket itself: closing it here
@@ -75,17 +110,20 @@ def _send_all(sock: socket.socket, data: bytes) -> None:
 
 
 class _Connection:
-    __slots__ = ("session", "sock", "transport")
+    __slots__ = ("lent", "session", "sock", "transport")
 
     def __init__(self, sock: socket.socket, transport: SocketTransport, session: Session) -> None:
         self.sock = sock
         self.transport = transport
         self.session = session
+        self.lent = False  # a handler thread reads it; not registered with the selector
 
 
 class SelectorLoop:
-    def __init__(self, ctx: ServeContext) -> None:
+    def __init__(self, ctx: ServeContext, lend: bool = False) -> None:
         self.ctx = ctx
+        self._lend = lend
+        self._returned: collections.deque[socket.socket] = collections.deque()
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -95,8 +133,7 @@ class SelectorLoop:
 
     def stop(self) -> None:
         self._stopping = True
-        with contextlib.suppress(OSError):  # already woken, or shutting down
-            self._wake_w.send(b"\0")
+        self._wake()
 
     def run(self) -> None:
         ctx = self.ctx
@@ -114,6 +151,7 @@ class SelectorLoop:
                         self._accept(listener)
                     elif key.fileobj is self._wake_r:
                         self._drain_wakeups()
+                        self._take_back()
                     else:
                         self._readable(key.data)
                 now = time.monotonic()
@@ -135,6 +173,32 @@ class SelectorLoop:
             self._wake_r.close()
             self._wake_w.close()
 
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # already woken (buffer full), or shutting down
+            self._wake_w.send(b"\0")
+
+    def lend(self, sock: socket.socket) -> bool:
+        """On the I/O thread: stop watching a connection whose session reads it itself."""
+        conn = self._connections.get(sock.fileno()) if self._lend else None
+        if conn is None or conn.lent or conn.sock is not sock:
+            return False
+        self._selector.unregister(sock)
+        conn.lent = True
+        return True
+
+    def give_back(self, sock: socket.socket) -> None:
+        """From any thread: watch a lent connection again (on the I/O thread, soon)."""
+        self._returned.append(sock)
+        self._wake()
+
+    def _take_back(self) -> None:
+        while self._returned:
+            sock = self._returned.popleft()
+            conn = self._connections.get(sock.fileno())
+            if conn is not None and conn.sock is sock and conn.lent:
+                conn.lent = False
+                self._selector.register(sock, selectors.EVENT_READ, conn)
+
     def _drain_wakeups(self) -> None:
         try:
             while self._wake_r.recv(4096):
@@ -152,7 +216,7 @@ class SelectorLoop:
                 log.error("accept failed: %s", exc)
                 return
             sock.setblocking(False)
-            transport = SocketTransport(sock)
+            transport = SocketTransport(sock, self if self._lend else None)
             conn = _Connection(sock, transport, self.ctx.new_session(transport))
             self._connections[sock.fileno()] = conn
             self._selector.register(sock, selectors.EVENT_READ, conn)
@@ -175,7 +239,7 @@ class SelectorLoop:
 
     def _close(self, conn: _Connection) -> None:
         fd = conn.sock.fileno()
-        if fd >= 0 and self._connections.pop(fd, None) is not None:
+        if fd >= 0 and self._connections.pop(fd, None) is not None and not conn.lent:
             self._selector.unregister(conn.sock)
         conn.transport.close()
         conn.session.connection_lost()

@@ -1,7 +1,9 @@
 """threads mode (default): one I/O thread, plugin handlers on a bounded pool of OS threads.
 
 Handlers may block (sockets, ``time.sleep``, database clients) without stalling other events;
-no lock is held around plugin code, so they run concurrently up to ``--threads``.
+no lock is held around plugin code, so they run concurrently up to ``--threads``. The I/O loop
+lends connections to handler threads (``SelectorLoop(lend=True)``): a protocol whose event
+owns its connection (ProtoBuf:1) then reads Kong's answers on the handler's own thread.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class ThreadWorker(Worker):
         return LocalExecutor(self.pool.submit, LockSlot, lua_style)
 
     def serve(self, ctx: ServeContext) -> None:
-        self._loop = SelectorLoop(ctx)
+        self._loop = SelectorLoop(ctx, lend=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop())
         try:
