@@ -16,36 +16,48 @@ TEST_PLUGINS = ROOT / "tests" / "plugins"  # plugins that misbehave on purpose
 # Command-line flags of each concurrency mode; the protocol suite runs in all of them.
 MODE_FLAGS: dict[str, list[str]] = {
     "threads": [],
+    "gevent": ["-g"],
 }
 
 
-@pytest.fixture(params=sorted(MODE_FLAGS))
+@pytest.fixture(scope="module", params=sorted(MODE_FLAGS))
 def mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """Start servers (``start(plugins_dir, *flags)``); every one is stopped by PID at the end."""
+def _starter(base: Path) -> tuple[Callable[..., ServerProcess], list[ServerProcess]]:
     started: list[ServerProcess] = []
 
     def run(plugins_dir: Path = TEST_PLUGINS, *flags: str, mode: str = "threads",
             **kw: object) -> ServerProcess:
-        prefix = tmp_path / f"prefix{len(started)}"
-        prefix.mkdir()
+        prefix = kw.pop("prefix", None)
+        if prefix is None:
+            prefix = base / f"prefix{len(started)}"
+            prefix.mkdir()
         server = start_server(plugins_dir, *MODE_FLAGS[mode], *flags, prefix=str(prefix), **kw)
         started.append(server)
         return server
 
+    return run, started
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start servers (``start(plugins_dir, *flags, mode=...)``); all stopped by PID at the end."""
+    run, started = _starter(tmp_path)
     yield run
     for server in started:
         server.stop()
 
 
-@pytest.fixture
-def server(start: Callable[..., ServerProcess], mode: str) -> ServerProcess:
-    """A server with the test plugins, in each concurrency mode."""
-    return start(TEST_PLUGINS, "--event-timeout", "3", mode=mode)
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, mode: str) -> Iterator[ServerProcess]:
+    """One server with the test plugins per module and concurrency mode (tests use their own
+    instances, so they do not see each other)."""
+    run, started = _starter(tmp_path_factory.mktemp(f"server-{mode}"))
+    yield run(TEST_PLUGINS, "--event-timeout", "3", mode=mode)
+    for proc in started:
+        proc.stop()
 
 
 @pytest.fixture

@@ -88,7 +88,8 @@ class Runtime:
                 }
                 for name, spec in self.plugins.items()
             }
-        return {"Pid": os.getpid(), "Plugins": plugins}
+        # "Events" (in flight) is ours; Kong reads nothing from GetStatus.
+        return {"Pid": os.getpid(), "Plugins": plugins, "Events": len(self._events)}
 
     def instance_status(self, instance_id: Any) -> dict[str, Any]:
         with self._lock:
@@ -149,10 +150,19 @@ class Runtime:
         if instance is None:
             reply.error(str(NoPluginInstance(instance_id)))
             return
-        log.info("closed instance #%d of plugin %r", instance.id, instance.spec.name)
         if destroy_now:
-            self.executor.run_blocking(lambda: self.executor.destroy(instance))
+            self._destroy(instance, "CloseInstance")
         reply.result(instance.status(with_start_time=False))
+
+    def _destroy(self, instance: Instance, why: str) -> None:
+        """Call the plugin's close() off the I/O path, then say so in the log."""
+
+        def destroy() -> None:
+            self.executor.destroy(instance)
+            log.info("closed instance #%d of plugin %r (%s)", instance.id, instance.spec.name,
+                     why)
+
+        self.executor.run_blocking(destroy)
 
     # ----------------------------------------------------------------- events
 
@@ -218,7 +228,8 @@ class Runtime:
             return
         if not reply.send(encoded) and waits:
             # Kong will never send the Step for a call it never received.
-            self._abort(event, "the gateway connection closed before the PDK call was sent")
+            self._abort(event, "the gateway abandoned the request (connection closed or reused) "
+                               "before the PDK call could be sent")
 
     def _answered_already(self, event: Event, waits: bool) -> None:
         """The event was stopped (exit, reaped, shutdown) while its handler kept running.
@@ -236,7 +247,7 @@ class Runtime:
         instance = event.instance
         instance.active -= 1
         if instance.closing and instance.active == 0:
-            self.executor.run_blocking(lambda: self.executor.destroy(instance))
+            self._destroy(instance, "CloseInstance, after its last event")
 
     # ----------------------------------------------------------------- failures
 
@@ -288,9 +299,7 @@ class Runtime:
                 self._instances.remove(instance.id)
                 instance.closing = True
         for instance in idle:
-            log.info("instance #%d of plugin %r expired after %gs idle", instance.id,
-                     instance.spec.name, self.options.instance_idle_timeout)
-            self.executor.run_blocking(lambda i=instance: self.executor.destroy(i))  # type: ignore[misc]
+            self._destroy(instance, f"idle for {self.options.instance_idle_timeout:g}s")
 
     def stop_event(self, event_id: int, why: str) -> None:
         """Stop one event its front door knows is over (e.g. Kong closed the connection a

@@ -50,6 +50,7 @@ class ThreadWorker(Worker):
     def __init__(self, threads: int = DEFAULT_THREADS) -> None:
         self.pool = ThreadPool(threads)
         self._loop: SelectorLoop | None = None
+        self._stop_requested = False
 
     def create_executor(self, lua_style: bool) -> Executor:
         return LocalExecutor(self.pool.submit, LockSlot, lua_style)
@@ -58,11 +59,14 @@ class ThreadWorker(Worker):
         self._loop = SelectorLoop(ctx, lend=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop())
+        if self._stop_requested:  # a signal arrived while plugins were loading
+            self._loop.stop()
         try:
             self._loop.run()
         finally:
             self.pool.shutdown()
 
     def stop(self) -> None:
+        self._stop_requested = True
         if self._loop is not None:
             self._loop.stop()
