@@ -13,18 +13,18 @@ import pytest
 
 pytest.importorskip("google.protobuf")
 
-from google.protobuf import struct_pb2  # noqa: E402
+from google.protobuf import struct_pb2
 
-from kongish_pdk.pdk.table import BY_NAME  # noqa: E402
-from kongish_pdk.plugin.spec import build_spec  # noqa: E402
-from kongish_pdk.protocol.protobuf import calls, codec, generate, values, wire  # noqa: E402
-from kongish_pdk.protocol.protobuf.messages import pb  # noqa: E402
-from kongish_pdk.protocol.protobuf.session import Session, _instance_status  # noqa: E402
-from kongish_pdk.runtime.ids import IdCounter  # noqa: E402
-from kongish_pdk.runtime.local import LocalExecutor  # noqa: E402
-from kongish_pdk.runtime.runtime import Runtime, RuntimeOptions  # noqa: E402
-from kongish_pdk.testing.pb_client import lua_name, service_table  # noqa: E402
-from kongish_pdk.workers.threads import LockSlot  # noqa: E402
+from kongish_pdk.pdk.table import BY_NAME
+from kongish_pdk.plugin.spec import build_spec
+from kongish_pdk.protocol.protobuf import calls, codec, generate, values, wire
+from kongish_pdk.protocol.protobuf.messages import pb
+from kongish_pdk.protocol.protobuf.session import Session, _instance_status
+from kongish_pdk.runtime.ids import IdCounter
+from kongish_pdk.runtime.local import LocalExecutor
+from kongish_pdk.runtime.runtime import Runtime, RuntimeOptions
+from kongish_pdk.testing.pb_client import lua_name, service_table
+from kongish_pdk.workers.threads import LockSlot
 
 
 def hexbytes(text: str) -> bytes:
@@ -32,8 +32,8 @@ def hexbytes(text: str) -> bytes:
 
 
 # Reference 7.3, frame by frame (length prefix included).
-START_CALL = hexbytes("""30 00 00 00 08 02 8a 02 2b 0a 08 67 6f 2d 68 65 6c 6c 6f 12 1f 7b 22 6d 65 73
-    73 61 67 65 22 3a 22 4b 6f 6e 67 21 22 2c 22 5f 5f 73 65 71 5f 5f 22 3a 31 7d""")
+START_CALL = hexbytes("""30 00 00 00 08 02 8a 02 2b 0a 08 67 6f 2d 68 65 6c 6c 6f 12 1f 7b 22
+    6d 65 73 73 61 67 65 22 3a 22 4b 6f 6e 67 21 22 2c 22 5f 5f 73 65 71 5f 5f 22 3a 31 7d""")
 START_RETURN = hexbytes("17 00 00 00 08 02 8a 02 12 0a 08 67 6f 2d 68 65 6c 6c 6f 10 01 20 80 e2"
                         " cf aa 06")
 HANDLE_CALL = hexbytes("0f 00 00 00 08 03 a2 02 0a 08 01 12 06 61 63 63 65 73 73")
@@ -194,7 +194,7 @@ def test_functions_protobuf_cannot_carry_name_themselves_and_suggest_msgpack(nam
 def test_arguments_protobuf_cannot_carry_are_refused_by_name() -> None:
     call = calls.lookup("kong.request.get_raw_body")
     assert call.encode("kong.request.get_raw_body", []) == b""
-    with pytest.raises(ValueError, match="max_allowed_file_size.*--protocol msgpack"):
+    with pytest.raises(ValueError, match=r"max_allowed_file_size.*--protocol msgpack"):
         call.encode("kong.request.get_raw_body", [1024])
 
 

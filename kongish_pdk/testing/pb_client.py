@@ -129,7 +129,8 @@ def _unwrap_struct(struct_value: Any) -> dict[str, Any]:
 def _entity(message: Message) -> dict[str, Any]:
     from google.protobuf.json_format import MessageToDict
 
-    return MessageToDict(message, preserving_proto_field_name=True)
+    out: dict[str, Any] = MessageToDict(message, preserving_proto_field_name=True)
+    return out
 
 
 def _text(data: bytes) -> str | bytes:
