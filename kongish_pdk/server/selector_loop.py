@@ -4,11 +4,17 @@ Reading, decoding and routing happen here; plugin code never does. Replies are w
 whichever thread produced them (usually the handler's own thread), so a PDK round trip costs
 one hand-off between threads, not two.
 
-With ``lend=True`` (threads mode) a session may also *borrow* its connection: the loop stops
+With a thread pool (threads mode) a session may also *borrow* its connection: the loop stops
 watching it, the thread running the event reads it directly (``SocketTransport.recv``), and
 ``give_back`` puts it back in the epoll set from that thread (epoll_ctl is thread-safe, so no
 wake-up of the I/O thread is needed). ProtoBuf:1 does this for a whole event, which runs on
 one connection in lockstep, so its PDK round trips need no hand-off at all.
+
+``give_back(linger=True)`` goes one step further: once the handler has returned, its pool
+thread waits briefly (``LINGER``) for Kong's next call on the same connection, which a busy
+Kong sends at once, and runs it itself (``ThreadPool.capturing``): a busy connection then
+costs neither the I/O thread nor a hand-off to another pool thread per event. Without a call
+in that time, or with too many threads lingering already, the loop watches it again.
 """
 
 from __future__ import annotations
@@ -23,25 +29,35 @@ import threading
 import time
 
 from kongish_pdk.workers.base import ServeContext, Session
+from kongish_pdk.workers.pool import ThreadPool
 
 log = logging.getLogger("kongish_pdk.server")
 
+LINGER = 0.002  # seconds a pool thread waits for the next call on the connection it used
+MAX_LINGERING = 16  # pool threads lingering at once, at most
 RECV_SIZE = 64 * 1024  # under glibc's mmap threshold: a 256 KiB recv costs an mmap + munmap each
 WRITE_TIMEOUT = 60.0  # Kong gives up after 60 s too
+
+
+WATCHED, LENT, LINGERING, RELEASED = range(4)
 
 
 class SocketTransport:
     """Thread-safe writes to one non-blocking connection; lending when the loop allows it."""
 
-    __slots__ = ("_lent_timeout", "_lock", "_loop", "closed", "released", "sock")
+    __slots__ = ("_lent_timeout", "_lock", "_loop", "_poller", "closed", "sock", "state")
 
     def __init__(self, sock: socket.socket, loop: SelectorLoop | None = None) -> None:
         self.sock = sock
         self.closed = False  # shut down: no more writes (the loop still sees end of file)
-        self.released = False  # the loop closed the socket: its fd may belong to another
+        # WATCHED (the loop reads it), LENT (a borrower does), LINGERING (the borrower's pool
+        # thread waits for the next call), RELEASED (closed by the loop: never touch the fd,
+        # its number may belong to another connection now). Guarded by _lock.
+        self.state = WATCHED
         self._lock = threading.Lock()
         self._loop = loop  # set when connections may be lent
         self._lent_timeout = 0.0
+        self._poller: select.poll | None = None
 
     def write(self, data: bytes) -> bool:
         with self._lock:
@@ -60,9 +76,9 @@ class SocketTransport:
             self._shutdown()
 
     def lend(self) -> bool:
-        """Stop the loop reading this connection (call on the I/O thread, inside
-        ``data_received``); the borrower reads with :meth:`recv` until :meth:`give_back`."""
-        return self._loop is not None and self._loop.lend(self.sock)
+        """Stop the loop reading this connection (call inside ``data_received``); the
+        borrower reads with :meth:`recv` until :meth:`give_back`."""
+        return self._loop is not None and self.take()
 
     def recv(self, timeout: float) -> bytes:
         """The borrower's blocking read: ``b""`` on end of file, error or timeout."""
@@ -79,19 +95,63 @@ class SocketTransport:
         except OSError:
             return b""
 
-    def give_back(self) -> None:
-        """Let the loop read the connection again (from any thread)."""
-        if self._loop is None:
+    def give_back(self, linger: bool = False) -> None:
+        """End a loan (from any thread). ``linger``: the event ended normally, so let this
+        pool thread wait briefly for Kong's next call before the loop watches it again."""
+        loop = self._loop
+        if loop is None:
             return
-        with self._lock:  # never after release: the fd number may be another socket's now
-            if not self.released:
-                self.sock.setblocking(False)
-                self._loop.watch(self.sock)
+        with self._lock:
+            if self.state != LENT:
+                return
+            if linger and loop.linger_later(self):
+                self.state = LINGERING
+                return
+            self._watch_locked()
+
+    def take(self) -> bool:
+        """Start a loan (I/O thread, or the lingering thread): False if the loop reads it."""
+        assert self._loop is not None
+        with self._lock:
+            if self.state == LINGERING:
+                self.state = LENT
+                return True
+            if self.state != WATCHED:
+                return False
+            self._loop.unwatch(self.sock)
+            self.sock.setblocking(True)  # the borrower's recv() blocks (SO_RCVTIMEO bounds it)
+            self.state = LENT
+            return True
+
+    def read_ready(self) -> bytes:
+        """Read what ``wait_readable`` found (``b""``: end of file or an error)."""
+        try:
+            return self.sock.recv(RECV_SIZE)
+        except OSError:
+            return b""
+
+    def wait_readable(self, timeout: float) -> bool:
+        if self._poller is None:
+            self._poller = select.poll()
+            self._poller.register(self.sock, select.POLLIN)
+        return bool(self._poller.poll(timeout * 1000))
+
+    def end_linger(self) -> None:
+        """The lingering thread is done: unless the connection was lent again, watch it."""
+        with self._lock:
+            if self.state == LINGERING:
+                self._watch_locked()
+
+    def _watch_locked(self) -> None:
+        assert self._loop is not None
+        self.sock.setblocking(False)
+        self.state = WATCHED
+        self._loop.watch(self.sock)
 
     def release(self) -> None:
         """The loop is about to close the socket (I/O thread)."""
         with self._lock:
-            self.released = True
+            self.state = RELEASED
             self.closed = True
 
     def _shutdown(self) -> None:
@@ -105,6 +165,9 @@ class SocketTransport:
 def _timeval(seconds: float) -> bytes:
     whole = int(seconds)
     return struct.pack("@ll", whole, int((seconds - whole) * 1e6))
+
+
+_SEND_TIMEVAL = _timeval(WRITE_TIMEOUT)  # a lent socket blocks: bound its writes too
 
 
 def _send_all(sock: socket.socket, data: bytes) -> None:
@@ -138,9 +201,13 @@ _WAKE = object()
 
 
 class SelectorLoop:
-    def __init__(self, ctx: ServeContext, lend: bool = False) -> None:
+    def __init__(self, ctx: ServeContext, pool: ThreadPool | None = None) -> None:
+        """``pool``: the handlers' thread pool, when they may block on a socket (threads
+        mode); connections are lent to them only then."""
         self.ctx = ctx
-        self._lend = lend
+        self._pool = pool
+        self._lingering = 0
+        self._linger_lock = threading.Lock()
         self._epoll = select.epoll()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -205,18 +272,48 @@ class SelectorLoop:
         with contextlib.suppress(OSError):  # lent: not in the epoll set
             self._epoll.unregister(fd)
 
-    def lend(self, sock: socket.socket) -> bool:
-        """On the I/O thread: stop watching a connection whose session reads it itself."""
-        if not self._lend or not isinstance(self._targets.get(sock.fileno()), _Connection):
-            return False
+    def unwatch(self, sock: socket.socket) -> None:
+        """Stop watching a connection (its transport holds its lock): it is being lent."""
         self._epoll.unregister(sock)
-        sock.setblocking(True)  # the borrower's recv() blocks (bounded by SO_RCVTIMEO)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(WRITE_TIMEOUT))
-        return True
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _SEND_TIMEVAL)
 
     def watch(self, sock: socket.socket) -> None:
         """From any thread (the transport holds its lock): watch a lent connection again."""
         self._epoll.register(sock, select.EPOLLIN)
+
+    def linger_later(self, transport: SocketTransport) -> bool:
+        """Have this pool thread, once its handler returned, wait for the next call."""
+        pool = self._pool
+        if pool is None:
+            return False
+        with self._linger_lock:
+            if self._lingering >= MAX_LINGERING:
+                return False
+            self._lingering += 1
+        if pool.defer(self._linger, transport):
+            return True
+        with self._linger_lock:
+            self._lingering -= 1
+        return False
+
+    def _linger(self, transport: SocketTransport) -> None:
+        """A pool thread, its handler done: the next call on the connection, if it comes
+        within LINGER, is served here (and its handler runs next on this very thread)."""
+        assert self._pool is not None
+        try:
+            conn = self._targets.get(transport.sock.fileno())
+            if isinstance(conn, _Connection) and transport.wait_readable(LINGER):
+                data = transport.read_ready()
+                if data:
+                    with self._pool.capturing():
+                        conn.session.data_received(data)
+        except Exception:  # a bug must cost one connection, never the server
+            log.exception("unexpected error while serving a connection; closing it")
+            transport.close()
+        finally:
+            with self._linger_lock:
+                self._lingering -= 1
+            transport.end_linger()
 
     def _drain_wakeups(self) -> None:
         try:
@@ -235,7 +332,7 @@ class SelectorLoop:
                 log.error("accept failed: %s", exc)
                 return
             sock.setblocking(False)
-            transport = SocketTransport(sock, self if self._lend else None)
+            transport = SocketTransport(sock, self if self._pool is not None else None)
             conn = _Connection(sock, transport, self.ctx.new_session(transport))
             self._add(conn.fd, conn)
 

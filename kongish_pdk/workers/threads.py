@@ -2,7 +2,7 @@
 
 Handlers may block (sockets, ``time.sleep``, database clients) without stalling other events;
 no lock is held around plugin code, so they run concurrently up to ``--threads``. The I/O loop
-lends connections to handler threads (``SelectorLoop(lend=True)``): a protocol whose event
+lends connections to the pool's threads (``SelectorLoop(pool=...)``): a protocol whose event
 owns its connection (ProtoBuf:1) then reads Kong's answers on the handler's own thread.
 """
 
@@ -56,7 +56,7 @@ class ThreadWorker(Worker):
         return LocalExecutor(self.pool.submit, LockSlot, lua_style)
 
     def serve(self, ctx: ServeContext) -> None:
-        self._loop = SelectorLoop(ctx, lend=True)
+        self._loop = SelectorLoop(ctx, pool=self.pool)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop())
         if self._stop_requested:  # a signal arrived while plugins were loading

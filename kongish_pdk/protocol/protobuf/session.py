@@ -66,20 +66,23 @@ class LendingTransport(Transport, Protocol):
         """Blocking read by the borrower; ``b""`` on end of file, error or timeout."""
         ...
 
-    def give_back(self) -> None:
-        """Let the I/O loop read the connection again (from any thread)."""
+    def give_back(self, linger: bool = False) -> None:
+        """End the loan (from any thread). ``linger``: the event ended normally and Kong may
+        send its next call at once; the transport may let this thread serve it."""
         ...
 
 
 class _Encoded:
     """An event answer ready to send: bytes, and the PDK call that waits for Kong's answer."""
 
-    __slots__ = ("call", "data", "event_id")
+    __slots__ = ("call", "data", "event_id", "returned")
 
-    def __init__(self, data: bytes, call: calls.PBCall | None, event_id: int) -> None:
+    def __init__(self, data: bytes, call: calls.PBCall | None, event_id: int,
+                 returned: bool = False) -> None:
         self.data = data
         self.call = call  # None: the event ends with this write (return or terminal call)
         self.event_id = event_id
+        self.returned = returned  # ends with RpcReturn: Kong keeps the connection alive
 
 
 class _Reply:
@@ -114,7 +117,7 @@ class _Reply:
             return _Encoded(data, None if outcome.terminal else call, event_id)
         # Returned (or the runtime's "ret" for a failure): end of event, then the RpcReturn.
         end = serialize(pb.RpcReturn(sequence=self.sequence))
-        return _Encoded(EMPTY_FRAME + frame(end), None, event_id)
+        return _Encoded(EMPTY_FRAME + frame(end), None, event_id, returned=True)
 
     def send(self, encoded: _Encoded) -> bool:
         return self.session._send_event(self, encoded)
@@ -275,7 +278,7 @@ class Session:
             self._give_back()
             return False
         if call is None:
-            self._give_back()
+            self._give_back(linger=encoded.returned)
             return True
         if self._lent:
             return self._round_trip()
@@ -333,11 +336,11 @@ class Session:
         transport: LendingTransport = self.transport  # type: ignore[assignment]
         return transport
 
-    def _give_back(self) -> None:
+    def _give_back(self, linger: bool = False) -> None:
         with self._lock:
             lent, self._lent = self._lent, False
         if lent:
-            self._lending_transport().give_back()
+            self._lending_transport().give_back(linger)
 
 
 # ---------------------------------------------------------------------- RpcReturn payloads
