@@ -11,7 +11,7 @@ import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -19,7 +19,7 @@ from kongish_pdk import dump
 from kongish_pdk import log as logsetup
 from kongish_pdk._version import __version__
 from kongish_pdk.errors import PluginLoadError
-from kongish_pdk.plugin.loader import load_directory
+from kongish_pdk.plugin.source import PluginSource
 from kongish_pdk.plugin.spec import PluginSpec, build_spec
 from kongish_pdk.protocol import names as protocols
 from kongish_pdk.protocol.msgpack_rpc import DEFAULT_MAX_FRAME
@@ -27,6 +27,7 @@ from kongish_pdk.runtime.runtime import FAIL_CLOSED, PASS, RuntimeOptions
 from kongish_pdk.server.lifecycle import ParentWatch, die_with_parent
 from kongish_pdk.server.listener import ListenerError
 from kongish_pdk.workers.base import Worker
+from kongish_pdk.workers.processes import START_METHODS
 
 log = logging.getLogger("kongish_pdk")
 
@@ -112,6 +113,9 @@ def build_parser(dedicated: str | None = None) -> argparse.ArgumentParser:
                      help="threads mode: handler threads (default 512); -m: threads per worker")
     run.add_argument("--workers", type=int, default=None, metavar="N",
                      help="-m: worker processes (default: the number of CPUs)")
+    run.add_argument("--start-method", choices=START_METHODS, default="forkserver",
+                     help="-m: how worker processes start (default forkserver; plugins are "
+                          "loaded again in each worker, so all three work)")
     style = run.add_mutually_exclusive_group()
     style.add_argument("--lua-style", action="store_true",
                        help="PDK calls return (value, error) tuples like kong-pdk's default")
@@ -145,7 +149,7 @@ def _fail(message: str, status: int = 1) -> NoReturn:
     raise SystemExit(status)
 
 
-def _make_worker(args: argparse.Namespace) -> Worker:
+def _make_worker(args: argparse.Namespace, source: PluginSource) -> Worker:
     if args.gevent:
         from kongish_pdk.workers.gevent import GeventWorker  # imports gevent only in -g mode
 
@@ -153,18 +157,21 @@ def _make_worker(args: argparse.Namespace) -> Worker:
     if args.multiprocessing:
         from kongish_pdk.workers.processes import ProcessWorker
 
-        return ProcessWorker(workers=args.workers, threads=args.threads)
+        return ProcessWorker(source, workers=args.workers, threads=args.threads,
+                             start_method=args.start_method, verbosity=args.verbose,
+                             log_format=args.log_format)
     from kongish_pdk.workers.threads import DEFAULT_THREADS, ThreadWorker
 
     return ThreadWorker(threads=args.threads or DEFAULT_THREADS)
 
 
-def _serve(args: argparse.Namespace, load: Any, parent: ParentWatch) -> int:
+def _serve(args: argparse.Namespace, source: PluginSource, parent: ParentWatch,
+           load: Callable[[], list[PluginSpec]]) -> int:
     from kongish_pdk.server.app import ServerOptions, serve
 
     if args.protocol == protocols.PROTOBUF:
         _require_protobuf()
-    worker = _make_worker(args)
+    worker = _make_worker(args, source)
     worker.prepare()  # before plugins are imported
     try:
         specs = load()
@@ -206,20 +213,23 @@ def _dump(out: TextIO, specs: Sequence[PluginSpec], protocol: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``kongish-pluginserver``: serve (or describe) every plugin of a directory."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["check"]:  # a subcommand for plugin authors, not a server mode
+        from kongish_pdk.check import main as check
+
+        return check(argv[1:])
     args = build_parser().parse_args(argv)
     parent = ParentWatch()
     out = dump.protect_stdout()
     logsetup.configure(args.verbose, args.log_format)
     if not args.plugins_directory:
         _fail("-d/--plugins-directory is required", status=2)
-    directory = Path(args.plugins_directory)
-
-    def load() -> list[PluginSpec]:
-        return load_directory(directory)
+    directory = Path(args.plugins_directory).resolve()
+    source = PluginSource(directory=str(directory))
 
     if args.dump_all or args.dump_plugin_info:
         try:
-            specs = load()
+            specs = source.load()
         except PluginLoadError as exc:
             _fail(f"cannot load plugins:\n{exc}")
         if args.dump_plugin_info:
@@ -231,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             specs = chosen
         return _dump(out, specs, args.protocol)
     die_with_parent()
-    return _serve(args, load, parent)
+    return _serve(args, source, parent, source.load)
 
 
 def start_dedicated_server(name: str, plugin: type, version: Any = None, priority: Any = 0,
@@ -248,12 +258,17 @@ def start_dedicated_server(name: str, plugin: type, version: Any = None, priorit
     parent = ParentWatch()
     out = dump.protect_stdout()
     logsetup.configure(args.verbose, args.log_format)
-    source = getattr(sys.modules.get(plugin.__module__), "__file__", None) or sys.argv[0]
+    file = os.path.abspath(
+        getattr(sys.modules.get(plugin.__module__), "__file__", None) or sys.argv[0])
+    source = PluginSource(file=file, name=name, class_name=plugin.__name__, version=version,
+                          priority=priority, schema=schema)
 
     def load() -> list[PluginSpec]:
-        modtime = os.stat(source).st_mtime if os.path.exists(source) else 0.0
+        # This process already imported the file as __main__: use that class. Worker
+        # processes (-m) import the file again through `source`.
+        modtime = os.stat(file).st_mtime if os.path.exists(file) else 0.0
         return [build_spec(name, cls=plugin, version=version, priority=priority, schema=schema,
-                           source=source, modtime=modtime)]
+                           source=file, modtime=modtime)]
 
     if args.dump:
         try:
@@ -262,7 +277,7 @@ def start_dedicated_server(name: str, plugin: type, version: Any = None, priorit
             _fail(f"cannot load plugin:\n{exc}")
         raise SystemExit(_dump(out, specs, args.protocol))
     die_with_parent()
-    raise SystemExit(_serve(args, load, parent))
+    raise SystemExit(_serve(args, source, parent, load))
 
 
 if __name__ == "__main__":

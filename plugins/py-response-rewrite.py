@@ -3,6 +3,9 @@
 JSON object bodies get the configured fields added; every response gets a header saying so.
 Kong buffers the whole response for plugins with a ``response`` phase, so this is the place to
 read and replace bodies (``header_filter``/``body_filter`` cannot run over a plugin socket).
+The body is read with ``kong.service.response.get_raw_body()`` and replaced with
+``kong.response.exit(status, body, headers)``: Kong allows ``kong.response.get_raw_body`` and
+``set_raw_body`` only in ``body_filter``, which an external plugin never runs.
 """
 
 import json
@@ -36,4 +39,5 @@ class Plugin:
             return
         if isinstance(document, dict):
             document.update(self.add_fields)
-            kong.response.set_raw_body(json.dumps(document).encode())
+            # exit() keeps the headers already on the response and sets Content-Length.
+            kong.response.exit(status or 200, json.dumps(document).encode())

@@ -17,6 +17,7 @@ TEST_PLUGINS = ROOT / "tests" / "plugins"  # plugins that misbehave on purpose
 MODE_FLAGS: dict[str, list[str]] = {
     "threads": [],
     "gevent": ["-g"],
+    "processes": ["-m", "--workers", "2"],
 }
 
 

@@ -19,6 +19,7 @@ from kongish_pdk.testing import KongClient, RemoteError, ServerProcess
 from kongish_pdk.testing.kong_client import Connection
 
 from conftest import MODE_FLAGS, TEST_PLUGINS
+from support.procstat import process_tree, resources
 
 ERROR_500 = {"Method": "kong.response.error", "Args": [500]}
 
@@ -87,9 +88,8 @@ def test_pdk_calls_after_exit_stop_the_handler_cleanly(kong: KongClient,
     iid = kong.start_instance("exiter", {"first_call": "exit-then-more"})
     reply = kong.handle_event(iid, "access")
     assert reply["Data"]["Method"] == "kong.response.exit"
-    trace = kong.run_event(iid, "log", lambda m, a: None)
-    assert trace.calls == [("kong.log.notice", ["stopped by EventStopped"])]
-    assert "failed" not in server.log.split(f"event #{reply['EventId']}")[-1][:200]
+    server.wait_for("after exit: stopped by EventStopped")
+    assert f"event #{reply['EventId']} failed" not in server.log
 
 
 # ---------------------------------------------------------------- orphans and slow handlers
@@ -105,8 +105,7 @@ def test_orphaned_event_is_reaped_and_its_handler_unwinds(start, mode: str) -> N
         assert kong.call("plugin.GetStatus")["Events"] == 0
         with pytest.raises(RemoteError, match="unknown"):
             kong.step(reply["EventId"], "late")
-        trace = kong.run_event(iid, "log", lambda m, a: None)
-        assert trace.calls == [("kong.log.notice", ["unwound by EventStopped"])]
+        server.wait_for("waiter unwound by EventStopped")
 
 
 def test_overdue_handler_is_answered_by_the_server(start, mode: str) -> None:
@@ -135,10 +134,12 @@ def test_late_reply_is_dropped_when_kong_reuses_the_connection(start, mode: str)
 def test_handlers_run_concurrently_without_a_global_lock(start, mode: str) -> None:
     # Eight handlers wait at one barrier before their first PDK call: it only opens if all
     # eight run at the same time (kong-pdk 0.36 serialises this part with a global lock).
+    # In processes mode each of the 2 workers gets 4 of the 8 events (least busy first) and
+    # has its own barrier.
     server = start(TEST_PLUGINS, mode=mode)
     replies: list[dict] = []
     with KongClient(server.socket_path) as kong:
-        iid = kong.start_instance("waiter", {"parties": 8})
+        iid = kong.start_instance("waiter", {"parties": 4 if mode == "processes" else 8})
 
         def one() -> None:
             replies.append(kong.handle_event(iid, "access"))
@@ -179,7 +180,7 @@ def test_idle_instances_expire_and_close(start, mode: str, tmp_path) -> None:
     with KongClient(server.socket_path) as kong:
         iid = kong.start_instance("closer", {"path": str(marker)})
         server.wait_for(rf"closed instance #{iid} of plugin 'closer' \(idle for 0.5s\)")
-        assert marker.read_text() == "closed\n"
+        assert marker.read_text().startswith("closed ")
         with pytest.raises(RemoteError, match="no plugin instance"):
             kong.handle_event(iid, "access")
 
@@ -299,7 +300,7 @@ def test_malformed_frames_cost_only_their_connection(kong: KongClient, server: S
     bad.sock.sendall(payload)
     assert _closed_by_server(bad)
     bad.close()
-    assert "closing a gateway connection" in server.log
+    server.wait_for("closing a gateway connection")
     assert kong.run_event(kong.start_instance("hello"), "access",
                           lambda m, a: "h").ended_by == "ret"
 
@@ -346,14 +347,6 @@ def test_connections_that_send_nothing_are_harmless(kong: KongClient,
 # ---------------------------------------------------------------- leaks
 
 
-def _resources(pid: int) -> tuple[int, int]:
-    """(open file descriptors, resident memory in KiB) of a process."""
-    fds = len(os.listdir(f"/proc/{pid}/fd"))
-    with open(f"/proc/{pid}/status") as status:
-        rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
-    return fds, rss
-
-
 def test_no_growth_across_5000_exit_first_events(start, mode: str) -> None:
     server = start(TEST_PLUGINS, mode=mode)
     with KongClient(server.socket_path, fast=True) as kong:
@@ -361,10 +354,10 @@ def test_no_growth_across_5000_exit_first_events(start, mode: str) -> None:
         iid = kong.start_instance("exiter", {"first_call": "exit"})
         for _ in range(1000):  # warm up allocators and caches
             kong.handle_event(iid, "access")
-        before = _resources(server.pid)
+        before = resources(process_tree(server.pid))
         for _ in range(5000):
             assert kong.handle_event(iid, "access")["Data"]["Method"] == "kong.response.exit"
-        after = _resources(server.pid)
+        after = resources(process_tree(server.pid))
         assert kong.call("plugin.GetStatus")["Events"] == 0
     assert after[0] == before[0], f"open fds grew from {before[0]} to {after[0]}"
     assert after[1] - before[1] < 2048, f"RSS grew by {after[1] - before[1]} KiB"

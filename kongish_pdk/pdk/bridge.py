@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from kongish_pdk.errors import PDKError
 from kongish_pdk.pdk.table import BY_NAME, FORBIDDEN, PDKFunction, Result
@@ -173,13 +173,16 @@ class Namespace:
     def __repr__(self) -> str:
         return f"<PDK namespace {self._path}>"
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        close = difflib.get_close_matches(name, self._names, n=1, cutoff=0.6)
-        hint = f"; did you mean {self._path}.{close[0]}?" if close else ""
-        raise AttributeError(
-            f"{self._path} has no PDK function or namespace {name!r}{hint} "
-            f"(known: {', '.join(self._names)}). For a function this version does not know, "
-            f"use kong.raw_call('{self._path}.{name}', ...)."
-        )
+    if not TYPE_CHECKING:
+        # Hidden from type checkers: a class with __getattr__ accepts any attribute, so mypy
+        # would let `kong.request.get_heade(...)` through. At runtime it explains the typo.
+        def __getattr__(self, name: str) -> Any:
+            if name.startswith("__"):
+                raise AttributeError(name)
+            close = difflib.get_close_matches(name, self._names, n=1, cutoff=0.6)
+            hint = f"; did you mean {self._path}.{close[0]}?" if close else ""
+            raise AttributeError(
+                f"{self._path} has no PDK function or namespace {name!r}{hint} "
+                f"(known: {', '.join(self._names)}). For a function this version does not know, "
+                f"use kong.raw_call('{self._path}.{name}', ...)."
+            )

@@ -1,7 +1,8 @@
-"""Writes ``surface.py``, the typed PDK classes, from the PDK table.
+"""Writes ``surface.py`` (the typed PDK classes) and ``docs/pdk.md`` from the PDK table.
 
-Run ``python -m kongish_pdk.pdk.generate`` after editing ``table.py``; a test fails when the
-checked-in file differs from what this produces, so the table and the surface cannot drift.
+Run ``python -m kongish_pdk.pdk.generate`` after editing ``table.py``; a test fails when a
+checked-in file differs from what this produces (``--check``), so the table, the surface and
+the reference cannot drift.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ import sys
 import textwrap
 from pathlib import Path
 
-from kongish_pdk.pdk.table import FUNCTIONS, PDKFunction, namespaces
+from kongish_pdk.pdk.table import FUNCTIONS, PHASES, PDKFunction, namespaces
 
 SURFACE = Path(__file__).with_name("surface.py")
+# The PDK reference lives in a source checkout's docs/ (an installed package has none).
+CHECKOUT = Path(__file__).resolve().parents[2]
+REFERENCE = CHECKOUT / "docs" / "pdk.md"
 
 HEADER = '''\
 """Typed Kong PDK classes: what a plugin's ``kong`` argument is.
@@ -65,9 +69,19 @@ def signature(fn: PDKFunction) -> tuple[str, str]:
     return params, args
 
 
+def phase_note(fn: PDKFunction) -> str:
+    """Where a function may be called, as the docs and docstrings say it."""
+    if not fn.phases:
+        return (f"not callable from an external plugin (Kong allows it only in: "
+                f"{', '.join(fn.kong_phases)})")
+    note = "phases: " + ", ".join(p for p in PHASES if p in fn.phases)
+    if fn.live_request and "log" in fn.phases:
+        note += " (log phase: not available, Kong runs it in a timer after the request)"
+    return note
+
+
 def docstring(fn: PDKFunction, indent: str) -> str:
-    phases = ", ".join(sorted(fn.phases))
-    body = f"{fn.doc}\n\n``{fn.name}``; phases: {phases}."
+    body = f"{fn.doc}\n\n``{fn.name}``; {phase_note(fn)}."
     if fn.terminal:
         body += " Terminal: Kong never answers it."
     wrapped = "\n".join(
@@ -143,18 +157,28 @@ def render() -> str:
     return HEADER + imports(body) + "\n\n" + body
 
 
+def outputs() -> list[tuple[Path, str]]:
+    """Every generated file and its expected text (the docs only in a source checkout)."""
+    files = [(SURFACE, render())]
+    if (CHECKOUT / "pyproject.toml").is_file():
+        from kongish_pdk.pdk.reference import render as render_reference
+
+        files.append((REFERENCE, render_reference()))
+    return files
+
+
 def main() -> int:
-    text = render()
-    if "--check" in sys.argv:
-        current = SURFACE.read_text() if SURFACE.exists() else ""
-        if current != text:
-            print(f"{SURFACE} is out of date; run python -m kongish_pdk.pdk.generate",
-                  file=sys.stderr)
-            return 1
-        return 0
-    SURFACE.write_text(text)
-    print(f"wrote {SURFACE}", file=sys.stderr)
-    return 0
+    stale = []
+    for path, text in outputs():
+        if "--check" in sys.argv:
+            if not path.exists() or path.read_text() != text:
+                stale.append(path)
+            continue
+        path.write_text(text)
+        print(f"wrote {path}", file=sys.stderr)
+    for path in stale:
+        print(f"{path} is out of date; run python -m kongish_pdk.pdk.generate", file=sys.stderr)
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

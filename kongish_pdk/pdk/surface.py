@@ -50,8 +50,8 @@ class KongClientTls(Namespace):
     def get_full_client_certificate_chain(self) -> str | None:
         """The PEM chain of the client certificate, if one was verified.
 
-        ``kong.client.tls.get_full_client_certificate_chain``; phases: access, log, response,
-        rewrite.
+        ``kong.client.tls.get_full_client_certificate_chain``; phases: rewrite, access, response,
+        log (log phase: not available, Kong runs it in a timer after the request).
         """
         result: str | None = self._pdk.call("kong.client.tls.get_full_client_certificate_chain", ())
         return result
@@ -59,7 +59,7 @@ class KongClientTls(Namespace):
     def set_client_verify(self, v: str) -> None:
         """Overrides the client-verify result nginx logs (SUCCESS, NONE or FAILED:reason).
 
-        ``kong.client.tls.set_client_verify``; phases: access, rewrite.
+        ``kong.client.tls.set_client_verify``; phases: rewrite, access.
         """
         self._pdk.call("kong.client.tls.set_client_verify", (v,))
 
@@ -74,7 +74,7 @@ class KongCtxShared(Namespace):
     def get(self, k: str) -> Any:
         """A value another plugin stored in kong.ctx.shared for this request.
 
-        ``kong.ctx.shared.get``; phases: access, log, preread, response, rewrite.
+        ``kong.ctx.shared.get``; phases: rewrite, access, response, preread, log.
         """
         result: Any = self._pdk.call("kong.ctx.shared.get", (k,))
         return result
@@ -82,7 +82,7 @@ class KongCtxShared(Namespace):
     def set(self, k: str, v: Any | None = None) -> None:
         """Stores a value in kong.ctx.shared for this request.
 
-        ``kong.ctx.shared.set``; phases: access, log, preread, response, rewrite.
+        ``kong.ctx.shared.set``; phases: rewrite, access, response, preread, log.
         """
         self._pdk.call("kong.ctx.shared.set", (k, v))
 
@@ -97,84 +97,84 @@ class KongServiceRequest(Namespace):
     def set_scheme(self, scheme: str) -> None:
         """Sets the scheme of the upstream request.
 
-        ``kong.service.request.set_scheme``; phases: access, rewrite.
+        ``kong.service.request.set_scheme``; phases: rewrite, access.
         """
         self._pdk.call("kong.service.request.set_scheme", (scheme,))
 
     def set_path(self, path: str) -> None:
         """Sets the path of the upstream request.
 
-        ``kong.service.request.set_path``; phases: access, rewrite.
+        ``kong.service.request.set_path``; phases: rewrite, access.
         """
         self._pdk.call("kong.service.request.set_path", (path,))
 
     def set_raw_query(self, query: str) -> None:
         """Sets the query string of the upstream request (no '?').
 
-        ``kong.service.request.set_raw_query``; phases: access, rewrite.
+        ``kong.service.request.set_raw_query``; phases: rewrite, access.
         """
         self._pdk.call("kong.service.request.set_raw_query", (query,))
 
     def set_method(self, method: str) -> None:
         """Sets the method of the upstream request.
 
-        ``kong.service.request.set_method``; phases: access, rewrite.
+        ``kong.service.request.set_method``; phases: rewrite, access.
         """
         self._pdk.call("kong.service.request.set_method", (method,))
 
     def set_query(self, args: QueryArgsIn) -> None:
         """Replaces the query arguments of the upstream request.
 
-        ``kong.service.request.set_query``; phases: access, rewrite.
+        ``kong.service.request.set_query``; phases: rewrite, access.
         """
         self._pdk.call("kong.service.request.set_query", (args,))
 
     def clear_query_arg(self, name: str) -> None:
         """Removes a query argument from the upstream request.
 
-        ``kong.service.request.clear_query_arg``; phases: access, rewrite.
+        ``kong.service.request.clear_query_arg``; phases: rewrite, access.
         """
         self._pdk.call("kong.service.request.clear_query_arg", (name,))
 
     def set_header(self, header: str, value: HeaderValue) -> None:
         """Sets a header of the upstream request (value must not be None).
 
-        ``kong.service.request.set_header``; phases: access, rewrite.
+        ``kong.service.request.set_header``; phases: rewrite, access.
         """
         self._pdk.call("kong.service.request.set_header", (header, value))
 
     def add_header(self, header: str, value: HeaderValue) -> None:
         """Adds a value to a header of the upstream request.
 
-        ``kong.service.request.add_header``; phases: access, rewrite.
+        ``kong.service.request.add_header``; phases: rewrite, access.
         """
         self._pdk.call("kong.service.request.add_header", (header, value))
 
     def clear_header(self, header: str) -> None:
         """Removes a header from the upstream request.
 
-        ``kong.service.request.clear_header``; phases: access, rewrite.
+        ``kong.service.request.clear_header``; phases: rewrite, access.
         """
         self._pdk.call("kong.service.request.clear_header", (header,))
 
     def set_headers(self, headers: HeadersIn) -> None:
         """Sets several headers of the upstream request.
 
-        ``kong.service.request.set_headers``; phases: access, rewrite.
+        ``kong.service.request.set_headers``; phases: rewrite, access.
         """
         self._pdk.call("kong.service.request.set_headers", (headers,))
 
     def set_raw_body(self, body: bytes | str) -> None:
         """Replaces the body of the upstream request.
 
-        ``kong.service.request.set_raw_body``; phases: access, rewrite.
+        ``kong.service.request.set_raw_body``; phases: rewrite, access.
         """
         self._pdk.call("kong.service.request.set_raw_body", (body,))
 
     def set_body(self, args: Mapping[str, Any], mimetype: str | None = None) -> bool | None:
         """Encodes args as the upstream body in the given (or current) content type.
 
-        ``kong.service.request.set_body``; phases: access, rewrite.
+        ``kong.service.request.set_body``; phases: rewrite, access.
         """
         result: bool | None = self._pdk.call("kong.service.request.set_body", (args, mimetype))
         return result
@@ -182,21 +182,21 @@ class KongServiceRequest(Namespace):
     def enable_buffering(self) -> None:
         """Buffers the upstream response so kong.service.response.get_raw_body works.
 
-        ``kong.service.request.enable_buffering``; phases: access, rewrite.
+        ``kong.service.request.enable_buffering``; phases: rewrite, access.
         """
         self._pdk.call("kong.service.request.enable_buffering", ())
 
     def enable_tls(self) -> None:
         """Uses TLS to the upstream (stream subsystem).
 
-        ``kong.service.request.enable_tls``; phases: access, rewrite.
+        ``kong.service.request.enable_tls``; phases: rewrite, access.
         """
         self._pdk.call("kong.service.request.enable_tls", ())
 
     def disable_tls(self) -> None:
         """Does not use TLS to the upstream (stream subsystem).
 
-        ``kong.service.request.disable_tls``; phases: access, rewrite.
+        ``kong.service.request.disable_tls``; phases: rewrite, access.
         """
         self._pdk.call("kong.service.request.disable_tls", ())
 
@@ -211,7 +211,8 @@ class KongServiceResponse(Namespace):
     def get_status(self) -> int | None:
         """The status code the upstream answered with.
 
-        ``kong.service.response.get_status``; phases: log, response.
+        ``kong.service.response.get_status``; phases: response, log (log phase: not available, Kong
+        runs it in a timer after the request).
         """
         result: int | None = self._pdk.call("kong.service.response.get_status", ())
         return result
@@ -219,7 +220,8 @@ class KongServiceResponse(Namespace):
     def get_header(self, name: str) -> str | None:
         """The first value of an upstream response header.
 
-        ``kong.service.response.get_header``; phases: log, response.
+        ``kong.service.response.get_header``; phases: response, log (log phase: not available, Kong
+        runs it in a timer after the request).
         """
         result: str | None = self._pdk.call("kong.service.response.get_header", (name,))
         return result
@@ -228,7 +230,8 @@ class KongServiceResponse(Namespace):
         """The upstream response headers. Over MsgPack:1, Kong 3.10 sends an empty map in the response
 
                 phase; use get_header(name) or kong.response.get_headers() there.
-``kong.service.response.get_headers``; phases: log, response.
+``kong.service.response.get_headers``; phases: response, log (log phase: not available, Kong
+        runs it in a timer after the request).
         """
         result: MultiMap = self._pdk.call("kong.service.response.get_headers", (max_headers,))
         return result
@@ -236,7 +239,8 @@ class KongServiceResponse(Namespace):
     def get_raw_body(self) -> bytes | None:
         """The upstream response body (response phase).
 
-        ``kong.service.response.get_raw_body``; phases: response.
+        ``kong.service.response.get_raw_body``; phases: response, log (log phase: not available,
+        Kong runs it in a timer after the request).
         """
         result: bytes | None = self._pdk.call("kong.service.response.get_raw_body", ())
         return result
@@ -244,7 +248,8 @@ class KongServiceResponse(Namespace):
     def get_body(self, mimetype: str | None = None, max_args: int | None = None) -> Any:
         """The parsed upstream response body (JSON or form).
 
-        ``kong.service.response.get_body``; phases: response.
+        ``kong.service.response.get_body``; phases: response, log (log phase: not available, Kong
+        runs it in a timer after the request).
         """
         result: Any = self._pdk.call("kong.service.response.get_body", (mimetype, max_args))
         return result
@@ -272,7 +277,8 @@ class KongClient(Namespace):
     def get_ip(self) -> str | None:
         """The address of the client that connected to Kong (not X-Forwarded-For).
 
-        ``kong.client.get_ip``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.client.get_ip``; phases: certificate, rewrite, access, response, preread, log (log
+        phase: not available, Kong runs it in a timer after the request).
         """
         result: str | None = self._pdk.call("kong.client.get_ip", ())
         return result
@@ -280,8 +286,8 @@ class KongClient(Namespace):
     def get_forwarded_ip(self) -> str | None:
         """The client address, honouring trusted proxies' X-Forwarded-For / real_ip settings.
 
-        ``kong.client.get_forwarded_ip``; phases: access, certificate, log, preread, response,
-        rewrite.
+        ``kong.client.get_forwarded_ip``; phases: certificate, rewrite, access, response, preread,
+        log (log phase: not available, Kong runs it in a timer after the request).
         """
         result: str | None = self._pdk.call("kong.client.get_forwarded_ip", ())
         return result
@@ -289,7 +295,8 @@ class KongClient(Namespace):
     def get_port(self) -> int | None:
         """The client's source port.
 
-        ``kong.client.get_port``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.client.get_port``; phases: certificate, rewrite, access, response, preread, log (log
+        phase: not available, Kong runs it in a timer after the request).
         """
         result: int | None = self._pdk.call("kong.client.get_port", ())
         return result
@@ -297,8 +304,8 @@ class KongClient(Namespace):
     def get_forwarded_port(self) -> int | None:
         """The client's port, honouring trusted proxies' forwarded headers.
 
-        ``kong.client.get_forwarded_port``; phases: access, certificate, log, preread, response,
-        rewrite.
+        ``kong.client.get_forwarded_port``; phases: certificate, rewrite, access, response, preread,
+        log (log phase: not available, Kong runs it in a timer after the request).
         """
         result: int | None = self._pdk.call("kong.client.get_forwarded_port", ())
         return result
@@ -306,7 +313,8 @@ class KongClient(Namespace):
     def get_credential(self) -> Credential | None:
         """The credential of the authenticated consumer, or None.
 
-        ``kong.client.get_credential``; phases: access, log, response.
+        ``kong.client.get_credential``; phases: access, log (log phase: not available, Kong runs it
+        in a timer after the request).
         """
         result: Credential | None = self._pdk.call("kong.client.get_credential", ())
         return result
@@ -314,7 +322,8 @@ class KongClient(Namespace):
     def get_consumer(self) -> Consumer | None:
         """The authenticated consumer entity, or None.
 
-        ``kong.client.get_consumer``; phases: access, log, response.
+        ``kong.client.get_consumer``; phases: access, log (log phase: not available, Kong runs it in
+        a timer after the request).
         """
         result: Consumer | None = self._pdk.call("kong.client.get_consumer", ())
         return result
@@ -322,7 +331,7 @@ class KongClient(Namespace):
     def load_consumer(self, consumer_id: str, search_by_username: bool | None = None) -> Consumer | None:
         """Loads a consumer by id (or by username when search_by_username is true).
 
-        ``kong.client.load_consumer``; phases: access, log, response, rewrite.
+        ``kong.client.load_consumer``; phases: access, log.
         """
         result: Consumer | None = self._pdk.call("kong.client.load_consumer", (consumer_id, search_by_username))
         return result
@@ -330,14 +339,15 @@ class KongClient(Namespace):
     def authenticate(self, consumer: Consumer | None = None, credential: Credential | None = None) -> None:
         """Sets the authenticated consumer and/or credential for this request.
 
-        ``kong.client.authenticate``; phases: access, rewrite.
+        ``kong.client.authenticate``; phases: access.
         """
         self._pdk.call("kong.client.authenticate", (consumer, credential))
 
     def get_protocol(self, allow_terminated: bool | None = None) -> str | None:
         """The protocol of the matched route: http, https, grpc, tcp, tls, ...
 
-        ``kong.client.get_protocol``; phases: access, log, response.
+        ``kong.client.get_protocol``; phases: access, log (log phase: not available, Kong runs it in
+        a timer after the request).
         """
         result: str | None = self._pdk.call("kong.client.get_protocol", (allow_terminated,))
         return result
@@ -353,7 +363,7 @@ class KongCluster(Namespace):
     def get_id(self) -> str | None:
         """The id of the Kong cluster.
 
-        ``kong.cluster.get_id``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.cluster.get_id``; phases: certificate, rewrite, access, response, preread, log.
         """
         result: str | None = self._pdk.call("kong.cluster.get_id", ())
         return result
@@ -389,7 +399,7 @@ class KongIp(Namespace):
     def is_trusted(self, address: str) -> bool:
         """Whether the address is in Kong's trusted_ips.
 
-        ``kong.ip.is_trusted``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.ip.is_trusted``; phases: certificate, rewrite, access, response, preread, log.
         """
         result: bool = self._pdk.call("kong.ip.is_trusted", (address,))
         return result
@@ -405,77 +415,77 @@ class KongLog(Namespace):
     def __call__(self, *args: Any) -> None:
         """Logs the arguments at the notice level of Kong's error log.
 
-        ``kong.log``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.log``; phases: certificate, rewrite, access, response, preread, log.
         """
         self._pdk.call("kong.log", args)
 
     def alert(self, *args: Any) -> None:
         """Logs the arguments at the alert level of Kong's error log.
 
-        ``kong.log.alert``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.log.alert``; phases: certificate, rewrite, access, response, preread, log.
         """
         self._pdk.call("kong.log.alert", args)
 
     def crit(self, *args: Any) -> None:
         """Logs the arguments at the crit level of Kong's error log.
 
-        ``kong.log.crit``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.log.crit``; phases: certificate, rewrite, access, response, preread, log.
         """
         self._pdk.call("kong.log.crit", args)
 
     def err(self, *args: Any) -> None:
         """Logs the arguments at the err level of Kong's error log.
 
-        ``kong.log.err``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.log.err``; phases: certificate, rewrite, access, response, preread, log.
         """
         self._pdk.call("kong.log.err", args)
 
     def warn(self, *args: Any) -> None:
         """Logs the arguments at the warn level of Kong's error log.
 
-        ``kong.log.warn``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.log.warn``; phases: certificate, rewrite, access, response, preread, log.
         """
         self._pdk.call("kong.log.warn", args)
 
     def notice(self, *args: Any) -> None:
         """Logs the arguments at the notice level of Kong's error log.
 
-        ``kong.log.notice``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.log.notice``; phases: certificate, rewrite, access, response, preread, log.
         """
         self._pdk.call("kong.log.notice", args)
 
     def info(self, *args: Any) -> None:
         """Logs the arguments at the info level of Kong's error log.
 
-        ``kong.log.info``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.log.info``; phases: certificate, rewrite, access, response, preread, log.
         """
         self._pdk.call("kong.log.info", args)
 
     def debug(self, *args: Any) -> None:
         """Logs the arguments at the debug level of Kong's error log.
 
-        ``kong.log.debug``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.log.debug``; phases: certificate, rewrite, access, response, preread, log.
         """
         self._pdk.call("kong.log.debug", args)
 
     def emerg(self, *args: Any) -> None:
         """Logs the arguments at the emerg level of Kong's error log.
 
-        ``kong.log.emerg``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.log.emerg``; phases: certificate, rewrite, access, response, preread, log.
         """
         self._pdk.call("kong.log.emerg", args)
 
     def deprecation(self, *args: Any) -> None:
         """Logs a deprecation message.
 
-        ``kong.log.deprecation``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.log.deprecation``; phases: certificate, rewrite, access, response, preread, log.
         """
         self._pdk.call("kong.log.deprecation", args)
 
     def inspect(self, *args: Any) -> None:
         """Logs a human-readable dump of the arguments (when Kong's inspect logging is on).
 
-        ``kong.log.inspect``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.log.inspect``; phases: certificate, rewrite, access, response, preread, log.
         """
         self._pdk.call("kong.log.inspect", args)
 
@@ -490,7 +500,8 @@ class KongLog(Namespace):
     def set_serialize_value(self, key: str, value: Any | None = None, options: Mapping[str, Any] | None = None) -> None:
         """Adds or replaces a value in the kong.log.serialize() output.
 
-        ``kong.log.set_serialize_value``; phases: access, log, preread, response, rewrite.
+        ``kong.log.set_serialize_value``; phases: rewrite, access, response, preread, log (log
+        phase: not available, Kong runs it in a timer after the request).
         """
         self._pdk.call("kong.log.set_serialize_value", (key, value, options))
 
@@ -505,7 +516,7 @@ class KongNginx(Namespace):
     def get_subsystem(self) -> str:
         """'http' or 'stream'.
 
-        ``kong.nginx.get_subsystem``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.nginx.get_subsystem``; phases: certificate, rewrite, access, response, preread, log.
         """
         result: str = self._pdk.call("kong.nginx.get_subsystem", ())
         return result
@@ -513,7 +524,7 @@ class KongNginx(Namespace):
     def get_statistics(self) -> dict[str, int]:
         """nginx connection counters (active, reading, writing, waiting, accepted, handled).
 
-        ``kong.nginx.get_statistics``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.nginx.get_statistics``; phases: certificate, rewrite, access, response, preread, log.
         """
         result: dict[str, int] = self._pdk.call("kong.nginx.get_statistics", ())
         return result
@@ -521,7 +532,8 @@ class KongNginx(Namespace):
     def get_var(self, name: str) -> str | None:
         """An nginx variable (ngx.var[name]); not available in the log timer.
 
-        ``kong.nginx.get_var``; phases: access, certificate, preread, response, rewrite.
+        ``kong.nginx.get_var``; phases: certificate, rewrite, access, response, preread, log (log
+        phase: not available, Kong runs it in a timer after the request).
         """
         result: str | None = self._pdk.call("kong.nginx.get_var", (name,))
         return result
@@ -529,7 +541,7 @@ class KongNginx(Namespace):
     def get_ctx(self, k: str) -> Any:
         """A value of ngx.ctx (in the log phase: a copy taken at log time).
 
-        ``kong.nginx.get_ctx``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.nginx.get_ctx``; phases: certificate, rewrite, access, response, preread, log.
         """
         result: Any = self._pdk.call("kong.nginx.get_ctx", (k,))
         return result
@@ -537,15 +549,15 @@ class KongNginx(Namespace):
     def set_ctx(self, k: str, v: Any | None = None) -> None:
         """Sets a value in ngx.ctx.
 
-        ``kong.nginx.set_ctx``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.nginx.set_ctx``; phases: certificate, rewrite, access, response, preread, log.
         """
         self._pdk.call("kong.nginx.set_ctx", (k, v))
 
     def get_tls1_version_str(self) -> str | None:
         """The TLS version of the client connection, e.g. 'TLSv1.3'.
 
-        ``kong.nginx.get_tls1_version_str``; phases: access, certificate, log, preread, response,
-        rewrite.
+        ``kong.nginx.get_tls1_version_str``; phases: certificate, rewrite, access, response,
+        preread, log (log phase: not available, Kong runs it in a timer after the request).
         """
         result: str | None = self._pdk.call("kong.nginx.get_tls1_version_str", ())
         return result
@@ -553,7 +565,7 @@ class KongNginx(Namespace):
     def req_start_time(self) -> float:
         """When the request started, in seconds since the epoch.
 
-        ``kong.nginx.req_start_time``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.nginx.req_start_time``; phases: certificate, rewrite, access, response, preread, log.
         """
         result: float = self._pdk.call("kong.nginx.req_start_time", ())
         return result
@@ -569,7 +581,7 @@ class KongNode(Namespace):
     def get_id(self) -> str:
         """The id of this Kong node.
 
-        ``kong.node.get_id``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.node.get_id``; phases: certificate, rewrite, access, response, preread, log.
         """
         result: str = self._pdk.call("kong.node.get_id", ())
         return result
@@ -577,7 +589,7 @@ class KongNode(Namespace):
     def get_hostname(self) -> str:
         """The hostname of this Kong node.
 
-        ``kong.node.get_hostname``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.node.get_hostname``; phases: certificate, rewrite, access, response, preread, log.
         """
         result: str = self._pdk.call("kong.node.get_hostname", ())
         return result
@@ -585,8 +597,8 @@ class KongNode(Namespace):
     def get_memory_stats(self, unit: str | None = None, scale: int | None = None) -> dict[str, Any]:
         """Memory used by Kong's shared dicts and Lua VMs.
 
-        ``kong.node.get_memory_stats``; phases: access, certificate, log, preread, response,
-        rewrite.
+        ``kong.node.get_memory_stats``; phases: certificate, rewrite, access, response, preread,
+        log.
         """
         result: dict[str, Any] = self._pdk.call("kong.node.get_memory_stats", (unit, scale))
         return result
@@ -602,7 +614,8 @@ class KongPlugin(Namespace):
     def get_id(self) -> str:
         """The id of this plugin's configuration entity.
 
-        ``kong.plugin.get_id``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.plugin.get_id``; phases: certificate, rewrite, access, response, preread, log (log
+        phase: not available, Kong runs it in a timer after the request).
         """
         result: str = self._pdk.call("kong.plugin.get_id", ())
         return result
@@ -618,7 +631,8 @@ class KongRequest(Namespace):
     def get_scheme(self) -> str:
         """The scheme of the request URL: 'http' or 'https'.
 
-        ``kong.request.get_scheme``; phases: access, log, response, rewrite.
+        ``kong.request.get_scheme``; phases: rewrite, access, response, log (log phase: not
+        available, Kong runs it in a timer after the request).
         """
         result: str = self._pdk.call("kong.request.get_scheme", ())
         return result
@@ -626,7 +640,8 @@ class KongRequest(Namespace):
     def get_host(self) -> str:
         """The host of the request URL, lowercased, without the port.
 
-        ``kong.request.get_host``; phases: access, log, response, rewrite.
+        ``kong.request.get_host``; phases: rewrite, access, response, log (log phase: not available,
+        Kong runs it in a timer after the request).
         """
         result: str = self._pdk.call("kong.request.get_host", ())
         return result
@@ -634,7 +649,8 @@ class KongRequest(Namespace):
     def get_port(self) -> int:
         """The port the request was received on.
 
-        ``kong.request.get_port``; phases: access, log, response, rewrite.
+        ``kong.request.get_port``; phases: certificate, rewrite, access, response, preread, log (log
+        phase: not available, Kong runs it in a timer after the request).
         """
         result: int = self._pdk.call("kong.request.get_port", ())
         return result
@@ -642,7 +658,8 @@ class KongRequest(Namespace):
     def get_forwarded_scheme(self) -> str:
         """The scheme, honouring X-Forwarded-Proto from trusted proxies.
 
-        ``kong.request.get_forwarded_scheme``; phases: access, log, response, rewrite.
+        ``kong.request.get_forwarded_scheme``; phases: rewrite, access, response, log (log phase:
+        not available, Kong runs it in a timer after the request).
         """
         result: str = self._pdk.call("kong.request.get_forwarded_scheme", ())
         return result
@@ -650,7 +667,8 @@ class KongRequest(Namespace):
     def get_forwarded_host(self) -> str:
         """The host, honouring X-Forwarded-Host from trusted proxies.
 
-        ``kong.request.get_forwarded_host``; phases: access, log, response, rewrite.
+        ``kong.request.get_forwarded_host``; phases: rewrite, access, response, log (log phase: not
+        available, Kong runs it in a timer after the request).
         """
         result: str = self._pdk.call("kong.request.get_forwarded_host", ())
         return result
@@ -658,7 +676,8 @@ class KongRequest(Namespace):
     def get_forwarded_port(self) -> int:
         """The port, honouring X-Forwarded-Port from trusted proxies.
 
-        ``kong.request.get_forwarded_port``; phases: access, log, response, rewrite.
+        ``kong.request.get_forwarded_port``; phases: rewrite, access, response, log (log phase: not
+        available, Kong runs it in a timer after the request).
         """
         result: int = self._pdk.call("kong.request.get_forwarded_port", ())
         return result
@@ -666,7 +685,8 @@ class KongRequest(Namespace):
     def get_forwarded_path(self) -> str:
         """The path, honouring X-Forwarded-Path from trusted proxies.
 
-        ``kong.request.get_forwarded_path``; phases: access, log, response, rewrite.
+        ``kong.request.get_forwarded_path``; phases: rewrite, access, response, log (log phase: not
+        available, Kong runs it in a timer after the request).
         """
         result: str = self._pdk.call("kong.request.get_forwarded_path", ())
         return result
@@ -674,7 +694,8 @@ class KongRequest(Namespace):
     def get_forwarded_prefix(self) -> str | None:
         """The prefix from X-Forwarded-Prefix of trusted proxies, if any.
 
-        ``kong.request.get_forwarded_prefix``; phases: access, log, response, rewrite.
+        ``kong.request.get_forwarded_prefix``; phases: rewrite, access, response, log (log phase:
+        not available, Kong runs it in a timer after the request).
         """
         result: str | None = self._pdk.call("kong.request.get_forwarded_prefix", ())
         return result
@@ -682,7 +703,8 @@ class KongRequest(Namespace):
     def get_http_version(self) -> float | None:
         """The HTTP version: 1.0, 1.1, 2.0 (2 arrives as an integer and is returned as 2.0).
 
-        ``kong.request.get_http_version``; phases: access, log, response, rewrite.
+        ``kong.request.get_http_version``; phases: rewrite, access, response, log (log phase: not
+        available, Kong runs it in a timer after the request).
         """
         result: float | None = self._pdk.call("kong.request.get_http_version", ())
         return result
@@ -690,7 +712,8 @@ class KongRequest(Namespace):
     def get_method(self) -> str:
         """The request method, e.g. 'GET'.
 
-        ``kong.request.get_method``; phases: access, log, response, rewrite.
+        ``kong.request.get_method``; phases: rewrite, access, response, log (log phase: not
+        available, Kong runs it in a timer after the request).
         """
         result: str = self._pdk.call("kong.request.get_method", ())
         return result
@@ -698,7 +721,8 @@ class KongRequest(Namespace):
     def get_path(self) -> str:
         """The normalised request path, without the query string.
 
-        ``kong.request.get_path``; phases: access, log, response, rewrite.
+        ``kong.request.get_path``; phases: rewrite, access, response, log (log phase: not available,
+        Kong runs it in a timer after the request).
         """
         result: str = self._pdk.call("kong.request.get_path", ())
         return result
@@ -706,7 +730,8 @@ class KongRequest(Namespace):
     def get_raw_path(self) -> str:
         """The request path as the client sent it (not normalised).
 
-        ``kong.request.get_raw_path``; phases: access, log, response, rewrite.
+        ``kong.request.get_raw_path``; phases: rewrite, access, response, log (log phase: not
+        available, Kong runs it in a timer after the request).
         """
         result: str = self._pdk.call("kong.request.get_raw_path", ())
         return result
@@ -714,7 +739,8 @@ class KongRequest(Namespace):
     def get_path_with_query(self) -> str:
         """The path and the query string, e.g. '/v1/users?page=2'.
 
-        ``kong.request.get_path_with_query``; phases: access, log, response, rewrite.
+        ``kong.request.get_path_with_query``; phases: rewrite, access, response, log (log phase: not
+        available, Kong runs it in a timer after the request).
         """
         result: str = self._pdk.call("kong.request.get_path_with_query", ())
         return result
@@ -722,7 +748,8 @@ class KongRequest(Namespace):
     def get_raw_query(self) -> str:
         """The query string without the leading '?', or ''.
 
-        ``kong.request.get_raw_query``; phases: access, log, response, rewrite.
+        ``kong.request.get_raw_query``; phases: rewrite, access, response, log (log phase: not
+        available, Kong runs it in a timer after the request).
         """
         result: str = self._pdk.call("kong.request.get_raw_query", ())
         return result
@@ -730,7 +757,8 @@ class KongRequest(Namespace):
     def get_query_arg(self, name: str) -> str | bool | None:
         """The first value of a query argument; True for a flag without '=', None if absent.
 
-        ``kong.request.get_query_arg``; phases: access, log, response, rewrite.
+        ``kong.request.get_query_arg``; phases: rewrite, access, response, log (log phase: not
+        available, Kong runs it in a timer after the request).
         """
         result: str | bool | None = self._pdk.call("kong.request.get_query_arg", (name,))
         return result
@@ -738,7 +766,8 @@ class KongRequest(Namespace):
     def get_query(self, max_args: int | None = None) -> MultiMap:
         """All query arguments as name -> list of values (flags become empty lists).
 
-        ``kong.request.get_query``; phases: access, log, response, rewrite.
+        ``kong.request.get_query``; phases: rewrite, access, response, log (log phase: not
+        available, Kong runs it in a timer after the request).
         """
         result: MultiMap = self._pdk.call("kong.request.get_query", (max_args,))
         return result
@@ -746,7 +775,7 @@ class KongRequest(Namespace):
     def get_header(self, name: str) -> str | None:
         """The first value of a request header (case-insensitive, '_' matches '-').
 
-        ``kong.request.get_header``; phases: access, log, response, rewrite.
+        ``kong.request.get_header``; phases: rewrite, access, response, log.
         """
         result: str | None = self._pdk.call("kong.request.get_header", (name,))
         return result
@@ -754,7 +783,7 @@ class KongRequest(Namespace):
     def get_headers(self, max_headers: int | None = None) -> MultiMap:
         """All request headers as lowercase name -> list of values.
 
-        ``kong.request.get_headers``; phases: access, log, response, rewrite.
+        ``kong.request.get_headers``; phases: rewrite, access, response, log.
         """
         result: MultiMap = self._pdk.call("kong.request.get_headers", (max_headers,))
         return result
@@ -762,7 +791,7 @@ class KongRequest(Namespace):
     def get_raw_body(self, max_allowed_file_size: int | None = None) -> bytes | None:
         """The request body as bytes (None if nginx spooled it to a file and no size allows it).
 
-        ``kong.request.get_raw_body``; phases: access, response, rewrite.
+        ``kong.request.get_raw_body``; phases: rewrite, access, response.
         """
         result: bytes | None = self._pdk.call("kong.request.get_raw_body", (max_allowed_file_size,))
         return result
@@ -770,7 +799,7 @@ class KongRequest(Namespace):
     def get_body(self, mimetype: str | None = None, max_args: int | None = None, max_allowed_file_size: int | None = None) -> Any:
         """The parsed body (JSON, form or multipart); only the body, not the mimetype (Kong 3.x).
 
-        ``kong.request.get_body``; phases: access, response, rewrite.
+        ``kong.request.get_body``; phases: rewrite, access, response.
         """
         result: Any = self._pdk.call("kong.request.get_body", (mimetype, max_args, max_allowed_file_size))
         return result
@@ -778,7 +807,8 @@ class KongRequest(Namespace):
     def get_start_time(self) -> int:
         """When the request started, in milliseconds since the epoch.
 
-        ``kong.request.get_start_time``; phases: access, log, response, rewrite.
+        ``kong.request.get_start_time``; phases: rewrite, access, response, log (log phase: not
+        available, Kong runs it in a timer after the request).
         """
         result: int = self._pdk.call("kong.request.get_start_time", ())
         return result
@@ -786,7 +816,8 @@ class KongRequest(Namespace):
     def get_uri_captures(self) -> UriCaptures:
         """The regex captures of the matched route path.
 
-        ``kong.request.get_uri_captures``; phases: access, log, response, rewrite.
+        ``kong.request.get_uri_captures``; phases: rewrite, access, response, log (log phase: not
+        available, Kong runs it in a timer after the request).
         """
         result: UriCaptures = self._pdk.call("kong.request.get_uri_captures", ())
         return result
@@ -802,7 +833,7 @@ class KongResponse(Namespace):
     def get_status(self) -> int:
         """The status code that will be (or was) sent to the client.
 
-        ``kong.response.get_status``; phases: log, response.
+        ``kong.response.get_status``; phases: response, log.
         """
         result: int = self._pdk.call("kong.response.get_status", ())
         return result
@@ -810,7 +841,7 @@ class KongResponse(Namespace):
     def get_header(self, name: str) -> str | None:
         """The first value of a response header.
 
-        ``kong.response.get_header``; phases: log, response.
+        ``kong.response.get_header``; phases: response, log.
         """
         result: str | None = self._pdk.call("kong.response.get_header", (name,))
         return result
@@ -818,7 +849,7 @@ class KongResponse(Namespace):
     def get_headers(self, max_headers: int | None = None) -> MultiMap:
         """All response headers as lowercase name -> list of values.
 
-        ``kong.response.get_headers``; phases: log, response.
+        ``kong.response.get_headers``; phases: response, log.
         """
         result: MultiMap = self._pdk.call("kong.response.get_headers", (max_headers,))
         return result
@@ -826,15 +857,17 @@ class KongResponse(Namespace):
     def get_source(self) -> str:
         """'service' (upstream answered), 'exit' (a plugin exited) or 'error'.
 
-        ``kong.response.get_source``; phases: log, response.
+        ``kong.response.get_source``; phases: response, log.
         """
         result: str = self._pdk.call("kong.response.get_source", ())
         return result
 
     def get_raw_body(self) -> bytes | None:
-        """The response body (response phase, buffered).
+        """Kong allows it only in body_filter, which external plugins cannot implement. In the response
 
-        ``kong.response.get_raw_body``; phases: response.
+                phase, read kong.service.response.get_raw_body() instead.
+``kong.response.get_raw_body``; not callable from an external plugin (Kong allows it only
+        in: body_filter).
         """
         result: bytes | None = self._pdk.call("kong.response.get_raw_body", ())
         return result
@@ -842,42 +875,44 @@ class KongResponse(Namespace):
     def set_status(self, status: int) -> None:
         """Sets the status code sent to the client.
 
-        ``kong.response.set_status``; phases: access, response, rewrite.
+        ``kong.response.set_status``; phases: rewrite, access, response.
         """
         self._pdk.call("kong.response.set_status", (status,))
 
     def set_header(self, name: str, value: HeaderValue) -> None:
         """Sets a response header, replacing existing values (value must not be None).
 
-        ``kong.response.set_header``; phases: access, response, rewrite.
+        ``kong.response.set_header``; phases: rewrite, access, response.
         """
         self._pdk.call("kong.response.set_header", (name, value))
 
     def add_header(self, name: str, value: HeaderValue) -> None:
         """Adds a value to a response header.
 
-        ``kong.response.add_header``; phases: access, response, rewrite.
+        ``kong.response.add_header``; phases: rewrite, access, response.
         """
         self._pdk.call("kong.response.add_header", (name, value))
 
     def clear_header(self, name: str) -> None:
         """Removes a response header.
 
-        ``kong.response.clear_header``; phases: access, response, rewrite.
+        ``kong.response.clear_header``; phases: rewrite, access, response.
         """
         self._pdk.call("kong.response.clear_header", (name,))
 
     def set_headers(self, headers: HeadersIn) -> None:
         """Sets several response headers (values: string or list of strings).
 
-        ``kong.response.set_headers``; phases: access, response, rewrite.
+        ``kong.response.set_headers``; phases: rewrite, access, response.
         """
         self._pdk.call("kong.response.set_headers", (headers,))
 
     def set_raw_body(self, body: bytes | str) -> None:
-        """Replaces the response body (response phase).
+        """Kong allows it only in body_filter, which external plugins cannot implement. In the response
 
-        ``kong.response.set_raw_body``; phases: response.
+                phase, replace the body with kong.response.exit(status, body, headers).
+``kong.response.set_raw_body``; not callable from an external plugin (Kong allows it only
+        in: body_filter).
         """
         self._pdk.call("kong.response.set_raw_body", (body,))
 
@@ -885,7 +920,7 @@ class KongResponse(Namespace):
         """Ends the request with this response; later PDK calls stop the handler. A dict body is sent
 
                 as JSON.
-``kong.response.exit``; phases: access, preread, response, rewrite. Terminal: Kong never
+``kong.response.exit``; phases: rewrite, access, response, preread. Terminal: Kong never
         answers it.
         """
         self._pdk.call("kong.response.exit", (status, body, headers))
@@ -893,7 +928,7 @@ class KongResponse(Namespace):
     def error(self, status: int, message: str | Mapping[str, Any] | None = None, headers: HeadersIn | None = None) -> None:
         """Ends the request with Kong's error format for this status; later PDK calls stop the handler.
 
-        ``kong.response.error``; phases: access, response, rewrite. Terminal: Kong never answers it.
+        ``kong.response.error``; phases: rewrite, access, response. Terminal: Kong never answers it.
         """
         self._pdk.call("kong.response.error", (status, message, headers))
 
@@ -908,7 +943,8 @@ class KongRouter(Namespace):
     def get_route(self) -> Route | None:
         """The matched route entity.
 
-        ``kong.router.get_route``; phases: access, log, response.
+        ``kong.router.get_route``; phases: access, response, log (log phase: not available, Kong
+        runs it in a timer after the request).
         """
         result: Route | None = self._pdk.call("kong.router.get_route", ())
         return result
@@ -916,7 +952,8 @@ class KongRouter(Namespace):
     def get_service(self) -> Service | None:
         """The service entity of the route.
 
-        ``kong.router.get_service``; phases: access, log, response.
+        ``kong.router.get_service``; phases: access, response, log (log phase: not available, Kong
+        runs it in a timer after the request).
         """
         result: Service | None = self._pdk.call("kong.router.get_service", ())
         return result
@@ -982,28 +1019,28 @@ class KongService(Namespace):
     def set_tls_verify(self, on: bool) -> None:
         """Turns upstream TLS verification on or off.
 
-        ``kong.service.set_tls_verify``; phases: access, rewrite.
+        ``kong.service.set_tls_verify``; phases: rewrite, access.
         """
         self._pdk.call("kong.service.set_tls_verify", (on,))
 
     def set_tls_verify_depth(self, depth: int) -> None:
         """Sets the upstream TLS verification depth.
 
-        ``kong.service.set_tls_verify_depth``; phases: access, rewrite.
+        ``kong.service.set_tls_verify_depth``; phases: rewrite, access.
         """
         self._pdk.call("kong.service.set_tls_verify_depth", (depth,))
 
     def set_tls_verify_store(self, store: Any) -> None:
         """Sets the CA store for upstream TLS verification.
 
-        ``kong.service.set_tls_verify_store``; phases: access, rewrite.
+        ``kong.service.set_tls_verify_store``; phases: rewrite, access.
         """
         self._pdk.call("kong.service.set_tls_verify_store", (store,))
 
     def set_tls_cert_key(self, chain: Any, key: Any) -> None:
         """Sets the client certificate Kong presents to the upstream.
 
-        ``kong.service.set_tls_cert_key``; phases: access, rewrite.
+        ``kong.service.set_tls_cert_key``; phases: rewrite, access.
         """
         self._pdk.call("kong.service.set_tls_cert_key", (chain, key))
 
@@ -1018,7 +1055,7 @@ class KongTelemetry(Namespace):
     def log(self, plugin_name: str, plugin_config: Mapping[str, Any], message_type: str, message: str, attributes: Mapping[str, Any] | None = None) -> None:
         """Sends a log record to Kong's OpenTelemetry pipeline.
 
-        ``kong.telemetry.log``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.telemetry.log``; phases: certificate, rewrite, access, response, preread, log.
         """
         self._pdk.call("kong.telemetry.log", (plugin_name, plugin_config, message_type, message, attributes))
 
@@ -1033,7 +1070,7 @@ class KongVault(Namespace):
     def get(self, reference: str) -> str | None:
         """Resolves a vault reference such as '{vault://env/my-secret}'.
 
-        ``kong.vault.get``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.vault.get``; phases: certificate, rewrite, access, response, preread, log.
         """
         result: str | None = self._pdk.call("kong.vault.get", (reference,))
         return result
@@ -1041,7 +1078,7 @@ class KongVault(Namespace):
     def is_reference(self, reference: str) -> bool:
         """Whether the string is a vault reference.
 
-        ``kong.vault.is_reference``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.vault.is_reference``; phases: certificate, rewrite, access, response, preread, log.
         """
         result: bool = self._pdk.call("kong.vault.is_reference", (reference,))
         return result
@@ -1049,8 +1086,8 @@ class KongVault(Namespace):
     def parse_reference(self, reference: str) -> dict[str, Any] | None:
         """Splits a vault reference into its parts.
 
-        ``kong.vault.parse_reference``; phases: access, certificate, log, preread, response,
-        rewrite.
+        ``kong.vault.parse_reference``; phases: certificate, rewrite, access, response, preread,
+        log.
         """
         result: dict[str, Any] | None = self._pdk.call("kong.vault.parse_reference", (reference,))
         return result
@@ -1058,7 +1095,7 @@ class KongVault(Namespace):
     def update(self, options: Mapping[str, Any]) -> Any:
         """Replaces vault references in a table with their values.
 
-        ``kong.vault.update``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.vault.update``; phases: certificate, rewrite, access, response, preread, log.
         """
         result: Any = self._pdk.call("kong.vault.update", (options,))
         return result
@@ -1066,14 +1103,14 @@ class KongVault(Namespace):
     def flush(self) -> None:
         """Flushes the vault cache.
 
-        ``kong.vault.flush``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.vault.flush``; phases: certificate, rewrite, access, response, preread, log.
         """
         self._pdk.call("kong.vault.flush", ())
 
     def warmup(self, input: Any) -> Any:
         """Resolves the vault references of a table ahead of use.
 
-        ``kong.vault.warmup``; phases: access, certificate, log, preread, response, rewrite.
+        ``kong.vault.warmup``; phases: certificate, rewrite, access, response, preread, log.
         """
         result: Any = self._pdk.call("kong.vault.warmup", (input,))
         return result

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 # The phases an external plugin can implement (Kong calls nothing else over the socket).
 PHASES: tuple[str, ...] = ("certificate", "rewrite", "access", "response", "preread", "log")
@@ -22,6 +23,47 @@ ACCESS = frozenset({"access"})
 AFTER_PROXY = frozenset({"response", "log"})
 AFTER_ACCESS = frozenset({"access", "response", "log"})
 EXITABLE = frozenset({"rewrite", "access", "response", "preread"})
+
+# Every phase name Kong's phase checker knows, in the order it lists them in its error
+# ("function cannot be called in access phase (only in: ...)"): the bit order of
+# kong/pdk/private/phases.lua. Most are Lua-only, but they appear in Kong's messages.
+KONG_PHASE_ORDER: tuple[str, ...] = (
+    "init_worker", "certificate", "rewrite", "access", "balancer", "response",
+    "cluster_listener", "header_filter", "body_filter", "log", "preread", "error", "admin_api",
+)
+
+
+def kong_phases(*names: str) -> tuple[str, ...]:
+    """A set of Kong phase names in Kong's own order."""
+    unknown = set(names) - set(KONG_PHASE_ORDER)
+    if unknown:
+        raise ValueError(f"unknown Kong phases: {sorted(unknown)}")
+    return tuple(p for p in KONG_PHASE_ORDER if p in names)
+
+
+# The phase sets Kong's PDK modules check (check_phase(...) in kong/pdk/*.lua).
+K_REQUEST = kong_phases("rewrite", "access", "response", "cluster_listener", "header_filter",
+                        "body_filter", "log", "error", "admin_api")  # PHASES.request
+K_BEFORE_CONTENT = kong_phases("rewrite", "access", "response", "error", "admin_api")
+K_AUTH_AND_LATER = kong_phases("access", "header_filter", "body_filter", "log")
+K_HEADER_BODY_LOG = kong_phases("response", "header_filter", "body_filter", "log", "error",
+                                "admin_api")
+K_REWRITE_ACCESS_HEADER = kong_phases("rewrite", "access", "response", "header_filter",
+                                      "error", "admin_api")
+K_EXIT = kong_phases("rewrite", "access", "response", "header_filter", "preread", "error",
+                     "admin_api")  # rewrite_access_header (http) or preread (stream)
+K_SERVICE_RESPONSE = kong_phases("response", "header_filter", "body_filter", "log")
+K_ROUTER = kong_phases("access", "header_filter", "response", "body_filter", "log")
+K_REWRITE_ACCESS = kong_phases("rewrite", "access")
+K_REWRITE_ACCESS_BAL = kong_phases("rewrite", "access", "balancer")
+K_ACCESS = kong_phases("access")
+K_BODY_FILTER = kong_phases("body_filter")
+K_LOG = kong_phases("log")
+
+
+def checked(kong: tuple[str, ...]) -> dict[str, Any]:
+    """Row fields for a function Kong phase-checks: its Kong list and the external subset."""
+    return {"kong_phases": kong, "phases": frozenset(kong) & ALL}
 
 
 class Result(Enum):
@@ -70,6 +112,13 @@ class PDKFunction:
     terminal: bool = False  # Kong never answers it (kong.response.exit / error)
     varargs: bool = False  # log-style functions: any number of arguments, stringified if needed
     doc: str = ""
+    # Kong's own accepted phases, in its order, when its Lua code checks the phase (empty: no
+    # check). ``phases`` is the part of it an external plugin can be in.
+    kong_phases: tuple[str, ...] = ()
+    # Reads the live nginx request (ngx.var, ngx.req, ngx.ctx). Kong runs an external plugin's
+    # log phase later, in a timer with no request: there, only the snapshot overrides
+    # (kong-protocol.md 4.2) and request-independent functions give real answers.
+    live_request: bool = False
 
     @property
     def namespace(self) -> str:
@@ -95,29 +144,37 @@ _LOG_LEVELS = ("alert", "crit", "err", "warn", "notice", "info", "debug", "emerg
 FUNCTIONS: tuple[PDKFunction, ...] = (
     # kong.client
     F("kong.client.get_ip", returns="str | None", phases=ALL,
+      live_request=True,
       doc="The address of the client that connected to Kong (not X-Forwarded-For)."),
     F("kong.client.get_forwarded_ip", returns="str | None", phases=ALL,
+      live_request=True,
       doc="The client address, honouring trusted proxies' X-Forwarded-For / real_ip settings."),
     F("kong.client.get_port", returns="int | None", phases=ALL,
+      live_request=True,
       doc="The client's source port."),
     F("kong.client.get_forwarded_port", returns="int | None", phases=ALL,
+      live_request=True,
       doc="The client's port, honouring trusted proxies' forwarded headers."),
     F("kong.client.get_credential", returns="Credential | None", result=Result.MAP,
-      phases=AFTER_ACCESS, step="plugin.StepCredential",
+      **checked(K_AUTH_AND_LATER), step="plugin.StepCredential",
+      live_request=True,
       doc="The credential of the authenticated consumer, or None."),
     F("kong.client.get_consumer", returns="Consumer | None", result=Result.MAP,
-      phases=AFTER_ACCESS, step="plugin.StepConsumer",
+      **checked(K_AUTH_AND_LATER), step="plugin.StepConsumer",
+      live_request=True,
       doc="The authenticated consumer entity, or None."),
     F("kong.client.load_consumer",
       (_p("consumer_id", "str"), _opt("search_by_username", "bool", nil_as=False)),
-      returns="Consumer | None", result=Result.MAP, phases=REQUEST, step="plugin.StepConsumer",
+      returns="Consumer | None", result=Result.MAP, **checked(K_AUTH_AND_LATER),
+      step="plugin.StepConsumer",
       doc="Loads a consumer by id (or by username when search_by_username is true)."),
     F("kong.client.authenticate",
       (_opt("consumer", "Consumer"), _opt("credential", "Credential")),
-      phases=REWRITE_ACCESS, step="plugin.StepCredential", result=Result.NOTHING,
+      **checked(K_ACCESS), step="plugin.StepCredential", result=Result.NOTHING,
       doc="Sets the authenticated consumer and/or credential for this request."),
     F("kong.client.get_protocol", (_opt("allow_terminated", "bool"),), returns="str | None",
-      phases=AFTER_ACCESS,
+      **checked(K_AUTH_AND_LATER),
+      live_request=True,
       doc="The protocol of the matched route: http, https, grpc, tcp, tls, ..."),
     # kong.client.tls
     F("kong.client.tls.request_client_certificate", (_opt("ca_certs", "str"),),
@@ -127,7 +184,8 @@ FUNCTIONS: tuple[PDKFunction, ...] = (
       phases=frozenset({"certificate"}),
       doc="Prevents TLS session reuse for this connection."),
     F("kong.client.tls.get_full_client_certificate_chain", returns="str | None",
-      phases=REQUEST, doc="The PEM chain of the client certificate, if one was verified."),
+      phases=REQUEST, live_request=True,
+      doc="The PEM chain of the client certificate, if one was verified."),
     F("kong.client.tls.set_client_verify", (_p("v", "str"),), phases=REWRITE_ACCESS,
       result=Result.NOTHING,
       doc="Overrides the client-verify result nginx logs (SUCCESS, NONE or FAILED:reason)."),
@@ -151,23 +209,26 @@ FUNCTIONS: tuple[PDKFunction, ...] = (
       doc="Logs a deprecation message."),
     F("kong.log.inspect", varargs=True, result=Result.NOTHING,
       doc="Logs a human-readable dump of the arguments (when Kong's inspect logging is on)."),
-    F("kong.log.serialize", returns="str | None", phases=frozenset({"log"}),
+    F("kong.log.serialize", returns="str | None", **checked(K_LOG),
       doc="The request summary the log plugins send, as a JSON string (log phase)."),
     F("kong.log.set_serialize_value",
       (_p("key", "str"), _opt("value", "Any"), _opt("options", "Mapping[str, Any]")),
       phases=ALL - {"certificate"}, result=Result.NOTHING,
+      live_request=True,
       doc="Adds or replaces a value in the kong.log.serialize() output."),
     # kong.nginx (get_var/get_ctx/set_ctx/get_tls1_version_str/req_start_time are overrides)
     F("kong.nginx.get_subsystem", returns="str", doc="'http' or 'stream'."),
     F("kong.nginx.get_statistics", returns="dict[str, int]", result=Result.MAP,
       doc="nginx connection counters (active, reading, writing, waiting, accepted, handled)."),
-    F("kong.nginx.get_var", (_p("name", "str"),), returns="str | None", phases=ALL - {"log"},
+    F("kong.nginx.get_var", (_p("name", "str"),), returns="str | None", phases=ALL,
+      live_request=True,
       doc="An nginx variable (ngx.var[name]); not available in the log timer."),
     F("kong.nginx.get_ctx", (_p("k", "str"),), returns="Any",
       doc="A value of ngx.ctx (in the log phase: a copy taken at log time)."),
     F("kong.nginx.set_ctx", (_p("k", "str"), _opt("v", "Any")), result=Result.NOTHING,
       doc="Sets a value in ngx.ctx."),
     F("kong.nginx.get_tls1_version_str", returns="str | None",
+      live_request=True,
       doc="The TLS version of the client connection, e.g. 'TLSv1.3'."),
     F("kong.nginx.req_start_time", returns="float",
       doc="When the request started, in seconds since the epoch."),
@@ -178,110 +239,137 @@ FUNCTIONS: tuple[PDKFunction, ...] = (
       returns="dict[str, Any]", result=Result.MAP, step="plugin.StepMemoryStats",
       doc="Memory used by Kong's shared dicts and Lua VMs."),
     # kong.plugin
-    F("kong.plugin.get_id", returns="str", doc="The id of this plugin's configuration entity."),
+    F("kong.plugin.get_id", returns="str", live_request=True,
+      doc="The id of this plugin's configuration entity."),
     # kong.request
-    F("kong.request.get_scheme", returns="str", phases=REQUEST,
+    F("kong.request.get_scheme", returns="str", **checked(K_REQUEST),
+      live_request=True,
       doc="The scheme of the request URL: 'http' or 'https'."),
-    F("kong.request.get_host", returns="str", phases=REQUEST,
+    F("kong.request.get_host", returns="str", **checked(K_REQUEST),
+      live_request=True,
       doc="The host of the request URL, lowercased, without the port."),
-    F("kong.request.get_port", returns="int", phases=REQUEST,
+    F("kong.request.get_port", returns="int", phases=ALL,
+      live_request=True,
       doc="The port the request was received on."),
-    F("kong.request.get_forwarded_scheme", returns="str", phases=REQUEST,
+    F("kong.request.get_forwarded_scheme", returns="str", **checked(K_REQUEST),
+      live_request=True,
       doc="The scheme, honouring X-Forwarded-Proto from trusted proxies."),
-    F("kong.request.get_forwarded_host", returns="str", phases=REQUEST,
+    F("kong.request.get_forwarded_host", returns="str", **checked(K_REQUEST),
+      live_request=True,
       doc="The host, honouring X-Forwarded-Host from trusted proxies."),
-    F("kong.request.get_forwarded_port", returns="int", phases=REQUEST,
+    F("kong.request.get_forwarded_port", returns="int", **checked(K_REQUEST),
+      live_request=True,
       doc="The port, honouring X-Forwarded-Port from trusted proxies."),
-    F("kong.request.get_forwarded_path", returns="str", phases=REQUEST,
+    F("kong.request.get_forwarded_path", returns="str", **checked(K_REQUEST),
+      live_request=True,
       doc="The path, honouring X-Forwarded-Path from trusted proxies."),
-    F("kong.request.get_forwarded_prefix", returns="str | None", phases=REQUEST,
+    F("kong.request.get_forwarded_prefix", returns="str | None", **checked(K_REQUEST),
+      live_request=True,
       doc="The prefix from X-Forwarded-Prefix of trusted proxies, if any."),
-    F("kong.request.get_http_version", returns="float | None", phases=REQUEST,
+    F("kong.request.get_http_version", returns="float | None", **checked(K_REQUEST),
+      live_request=True,
       doc="The HTTP version: 1.0, 1.1, 2.0 (2 arrives as an integer and is returned as 2.0)."),
-    F("kong.request.get_method", returns="str", phases=REQUEST,
+    F("kong.request.get_method", returns="str", **checked(K_REQUEST),
+      live_request=True,
       doc="The request method, e.g. 'GET'."),
-    F("kong.request.get_path", returns="str", phases=REQUEST,
+    F("kong.request.get_path", returns="str", **checked(K_REQUEST),
+      live_request=True,
       doc="The normalised request path, without the query string."),
-    F("kong.request.get_raw_path", returns="str", phases=REQUEST,
+    F("kong.request.get_raw_path", returns="str", **checked(K_REQUEST),
+      live_request=True,
       doc="The request path as the client sent it (not normalised)."),
-    F("kong.request.get_path_with_query", returns="str", phases=REQUEST,
+    F("kong.request.get_path_with_query", returns="str", **checked(K_REQUEST),
+      live_request=True,
       doc="The path and the query string, e.g. '/v1/users?page=2'."),
-    F("kong.request.get_raw_query", returns="str", phases=REQUEST,
+    F("kong.request.get_raw_query", returns="str", **checked(K_REQUEST),
+      live_request=True,
       doc="The query string without the leading '?', or ''."),
     F("kong.request.get_query_arg", (_p("name", "str"),), returns="str | bool | None",
-      phases=REQUEST,
+      **checked(K_REQUEST),
+      live_request=True,
       doc="The first value of a query argument; True for a flag without '=', None if absent."),
     F("kong.request.get_query", (_opt("max_args", "int"),), returns="MultiMap", result=MM,
-      phases=REQUEST, step="plugin.StepMultiMap",
+      **checked(K_REQUEST), step="plugin.StepMultiMap",
+      live_request=True,
       doc="All query arguments as name -> list of values (flags become empty lists)."),
-    F("kong.request.get_header", (_p("name", "str"),), returns="str | None", phases=REQUEST,
+    F("kong.request.get_header", (_p("name", "str"),), returns="str | None", **checked(K_REQUEST),
       doc="The first value of a request header (case-insensitive, '_' matches '-')."),
     F("kong.request.get_headers", (_opt("max_headers", "int"),), returns="MultiMap", result=MM,
-      phases=REQUEST, step="plugin.StepMultiMap",
+      **checked(K_REQUEST), step="plugin.StepMultiMap",
       doc="All request headers as lowercase name -> list of values."),
     F("kong.request.get_raw_body", (_opt("max_allowed_file_size", "int"),),
       returns="bytes | None", result=Result.BYTES,
-      phases=frozenset({"rewrite", "access", "response"}),
+      **checked(K_BEFORE_CONTENT),
+      live_request=True,
       doc="The request body as bytes (None if nginx spooled it to a file and no size allows it)."),
     F("kong.request.get_body",
       (_opt("mimetype", "str"), _opt("max_args", "int"), _opt("max_allowed_file_size", "int")),
-      returns="Any", phases=frozenset({"rewrite", "access", "response"}),
+      returns="Any", **checked(K_BEFORE_CONTENT),
+      live_request=True,
       doc="The parsed body (JSON, form or multipart); only the body, not the mimetype (Kong 3.x)."),
-    F("kong.request.get_start_time", returns="int", phases=REQUEST,
+    F("kong.request.get_start_time", returns="int", **checked(K_REQUEST),
+      live_request=True,
       doc="When the request started, in milliseconds since the epoch."),
     F("kong.request.get_uri_captures", returns="UriCaptures", result=Result.URI_CAPTURES,
-      phases=REQUEST, doc="The regex captures of the matched route path."),
+      **checked(K_REQUEST), live_request=True,
+      doc="The regex captures of the matched route path."),
     # kong.response
-    F("kong.response.get_status", returns="int", phases=AFTER_PROXY,
+    F("kong.response.get_status", returns="int", **checked(K_HEADER_BODY_LOG),
       doc="The status code that will be (or was) sent to the client."),
     F("kong.response.get_header", (_p("name", "str"),), returns="str | None",
-      phases=AFTER_PROXY, doc="The first value of a response header."),
+      **checked(K_HEADER_BODY_LOG), doc="The first value of a response header."),
     F("kong.response.get_headers", (_opt("max_headers", "int"),), returns="MultiMap", result=MM,
-      phases=AFTER_PROXY, step="plugin.StepMultiMap",
+      **checked(K_HEADER_BODY_LOG), step="plugin.StepMultiMap",
       doc="All response headers as lowercase name -> list of values."),
-    F("kong.response.get_source", returns="str", phases=AFTER_PROXY,
+    F("kong.response.get_source", returns="str", **checked(K_HEADER_BODY_LOG),
       doc="'service' (upstream answered), 'exit' (a plugin exited) or 'error'."),
     F("kong.response.get_raw_body", returns="bytes | None", result=Result.BYTES,
-      phases=frozenset({"response"}), doc="The response body (response phase, buffered)."),
+      **checked(K_BODY_FILTER),
+      doc="Kong allows it only in body_filter, which external plugins cannot implement. In "
+          "the response phase, read kong.service.response.get_raw_body() instead."),
     F("kong.response.set_status", (_p("status", "int"),),
-      phases=frozenset({"rewrite", "access", "response"}), result=Result.NOTHING,
+      **checked(K_REWRITE_ACCESS_HEADER), result=Result.NOTHING,
       doc="Sets the status code sent to the client."),
     F("kong.response.set_header", (_p("name", "str"), _p("value", "HeaderValue")),
-      phases=frozenset({"rewrite", "access", "response"}), result=Result.NOTHING,
+      **checked(K_REWRITE_ACCESS_HEADER), result=Result.NOTHING,
       doc="Sets a response header, replacing existing values (value must not be None)."),
     F("kong.response.add_header", (_p("name", "str"), _p("value", "HeaderValue")),
-      phases=frozenset({"rewrite", "access", "response"}), result=Result.NOTHING,
+      **checked(K_REWRITE_ACCESS_HEADER), result=Result.NOTHING,
       doc="Adds a value to a response header."),
     F("kong.response.clear_header", (_p("name", "str"),),
-      phases=frozenset({"rewrite", "access", "response"}), result=Result.NOTHING,
+      **checked(K_REWRITE_ACCESS_HEADER), result=Result.NOTHING,
       doc="Removes a response header."),
     F("kong.response.set_headers", (_p("headers", "HeadersIn"),),
-      phases=frozenset({"rewrite", "access", "response"}), result=Result.NOTHING,
+      **checked(K_REWRITE_ACCESS_HEADER), result=Result.NOTHING,
       doc="Sets several response headers (values: string or list of strings)."),
     F("kong.response.set_raw_body", (_p("body", "bytes | str"),),
-      phases=frozenset({"response"}), result=Result.NOTHING,
-      doc="Replaces the response body (response phase)."),
+      **checked(K_BODY_FILTER), result=Result.NOTHING,
+      doc="Kong allows it only in body_filter, which external plugins cannot implement. In "
+          "the response phase, replace the body with kong.response.exit(status, body, "
+          "headers)."),
     F("kong.response.exit",
       (_p("status", "int"), _opt("body", "bytes | str | Mapping[str, Any]", nil_as=""),
        _opt("headers", "HeadersIn")),
-      phases=EXITABLE, terminal=True, result=Result.NOTHING,
+      **checked(K_EXIT), terminal=True, result=Result.NOTHING,
       doc="Ends the request with this response; later PDK calls stop the handler. "
           "A dict body is sent as JSON."),
     F("kong.response.error",
       (_p("status", "int"), _opt("message", "str | Mapping[str, Any]"),
        _opt("headers", "HeadersIn")),
-      phases=EXITABLE - {"preread"}, terminal=True, result=Result.NOTHING,
+      **checked(K_REWRITE_ACCESS_HEADER), terminal=True, result=Result.NOTHING,
       doc="Ends the request with Kong's error format for this status; later PDK calls stop "
           "the handler."),
     # kong.router
-    F("kong.router.get_route", returns="Route | None", result=Result.MAP, phases=AFTER_ACCESS,
-      step="plugin.StepRoute", doc="The matched route entity."),
+    F("kong.router.get_route", returns="Route | None", result=Result.MAP, **checked(K_ROUTER),
+      step="plugin.StepRoute", live_request=True,
+      doc="The matched route entity."),
     F("kong.router.get_service", returns="Service | None", result=Result.MAP,
-      phases=AFTER_ACCESS, step="plugin.StepService", doc="The service entity of the route."),
+      **checked(K_ROUTER), step="plugin.StepService", live_request=True,
+      doc="The service entity of the route."),
     # kong.service
-    F("kong.service.set_upstream", (_p("host", "str"),), returns="bool | None", phases=ACCESS,
+    F("kong.service.set_upstream", (_p("host", "str"),), returns="bool | None", **checked(K_ACCESS),
       doc="Routes the request to a Kong upstream by name."),
-    F("kong.service.set_target", (_p("host", "str"), _p("port", "int")), phases=ACCESS,
+    F("kong.service.set_target", (_p("host", "str"), _p("port", "int")), **checked(K_ACCESS),
       result=Result.NOTHING, doc="Routes the request to this host and port."),
     F("kong.service.set_retries", (_p("retries", "int"),), phases=ACCESS,
       result=Result.NOTHING, doc="Sets the number of upstream retries."),
@@ -298,52 +386,60 @@ FUNCTIONS: tuple[PDKFunction, ...] = (
       phases=REWRITE_ACCESS, result=Result.NOTHING,
       doc="Sets the client certificate Kong presents to the upstream."),
     # kong.service.request
-    F("kong.service.request.set_scheme", (_p("scheme", "str"),), phases=REWRITE_ACCESS,
+    F("kong.service.request.set_scheme", (_p("scheme", "str"),), **checked(K_REWRITE_ACCESS_BAL),
       result=Result.NOTHING, doc="Sets the scheme of the upstream request."),
-    F("kong.service.request.set_path", (_p("path", "str"),), phases=REWRITE_ACCESS,
+    F("kong.service.request.set_path", (_p("path", "str"),), **checked(K_REWRITE_ACCESS_BAL),
       result=Result.NOTHING, doc="Sets the path of the upstream request."),
-    F("kong.service.request.set_raw_query", (_p("query", "str"),), phases=REWRITE_ACCESS,
+    F("kong.service.request.set_raw_query", (_p("query", "str"),), **checked(K_REWRITE_ACCESS),
       result=Result.NOTHING, doc="Sets the query string of the upstream request (no '?')."),
-    F("kong.service.request.set_method", (_p("method", "str"),), phases=REWRITE_ACCESS,
+    F("kong.service.request.set_method", (_p("method", "str"),), **checked(K_REWRITE_ACCESS),
       result=Result.NOTHING, doc="Sets the method of the upstream request."),
-    F("kong.service.request.set_query", (_p("args", "QueryArgsIn"),), phases=REWRITE_ACCESS,
+    F("kong.service.request.set_query", (_p("args", "QueryArgsIn"),), **checked(K_REWRITE_ACCESS),
       result=Result.NOTHING, doc="Replaces the query arguments of the upstream request."),
-    F("kong.service.request.clear_query_arg", (_p("name", "str"),), phases=REWRITE_ACCESS,
+    F("kong.service.request.clear_query_arg", (_p("name", "str"),), **checked(K_REWRITE_ACCESS),
       result=Result.NOTHING, doc="Removes a query argument from the upstream request."),
     F("kong.service.request.set_header", (_p("header", "str"), _p("value", "HeaderValue")),
-      phases=REWRITE_ACCESS, result=Result.NOTHING,
+      **checked(K_REWRITE_ACCESS_BAL), result=Result.NOTHING,
       doc="Sets a header of the upstream request (value must not be None)."),
     F("kong.service.request.add_header", (_p("header", "str"), _p("value", "HeaderValue")),
-      phases=REWRITE_ACCESS, result=Result.NOTHING,
+      **checked(K_REWRITE_ACCESS), result=Result.NOTHING,
       doc="Adds a value to a header of the upstream request."),
-    F("kong.service.request.clear_header", (_p("header", "str"),), phases=REWRITE_ACCESS,
+    F("kong.service.request.clear_header", (_p("header", "str"),), **checked(K_REWRITE_ACCESS),
       result=Result.NOTHING, doc="Removes a header from the upstream request."),
-    F("kong.service.request.set_headers", (_p("headers", "HeadersIn"),), phases=REWRITE_ACCESS,
+    F("kong.service.request.set_headers", (_p("headers", "HeadersIn"),),
+      **checked(K_REWRITE_ACCESS),
       result=Result.NOTHING, doc="Sets several headers of the upstream request."),
-    F("kong.service.request.set_raw_body", (_p("body", "bytes | str"),), phases=REWRITE_ACCESS,
+    F("kong.service.request.set_raw_body", (_p("body", "bytes | str"),),
+      **checked(K_REWRITE_ACCESS_BAL),
       result=Result.NOTHING, doc="Replaces the body of the upstream request."),
     F("kong.service.request.set_body", (_p("args", "Mapping[str, Any]"), _opt("mimetype", "str")),
-      returns="bool | None", phases=REWRITE_ACCESS,
+      returns="bool | None", **checked(K_REWRITE_ACCESS),
       doc="Encodes args as the upstream body in the given (or current) content type."),
-    F("kong.service.request.enable_buffering", phases=REWRITE_ACCESS, result=Result.NOTHING,
+    F("kong.service.request.enable_buffering", **checked(K_REWRITE_ACCESS_BAL),
+      result=Result.NOTHING,
       doc="Buffers the upstream response so kong.service.response.get_raw_body works."),
     F("kong.service.request.enable_tls", phases=REWRITE_ACCESS, result=Result.NOTHING,
       doc="Uses TLS to the upstream (stream subsystem)."),
     F("kong.service.request.disable_tls", phases=REWRITE_ACCESS, result=Result.NOTHING,
       doc="Does not use TLS to the upstream (stream subsystem)."),
     # kong.service.response
-    F("kong.service.response.get_status", returns="int | None", phases=AFTER_PROXY,
+    F("kong.service.response.get_status", returns="int | None", **checked(K_SERVICE_RESPONSE),
+      live_request=True,
       doc="The status code the upstream answered with."),
     F("kong.service.response.get_header", (_p("name", "str"),), returns="str | None",
-      phases=AFTER_PROXY, doc="The first value of an upstream response header."),
+      **checked(K_SERVICE_RESPONSE), live_request=True,
+      doc="The first value of an upstream response header."),
     F("kong.service.response.get_headers", (_opt("max_headers", "int"),), returns="MultiMap",
-      result=MM, phases=AFTER_PROXY, step="plugin.StepMultiMap",
+      result=MM, **checked(K_SERVICE_RESPONSE), step="plugin.StepMultiMap",
+      live_request=True,
       doc="The upstream response headers. Over MsgPack:1, Kong 3.10 sends an empty map in the "
           "response phase; use get_header(name) or kong.response.get_headers() there."),
     F("kong.service.response.get_raw_body", returns="bytes | None", result=Result.BYTES,
-      phases=frozenset({"response"}), doc="The upstream response body (response phase)."),
+      **checked(K_SERVICE_RESPONSE), live_request=True,
+      doc="The upstream response body (response phase)."),
     F("kong.service.response.get_body", (_opt("mimetype", "str"), _opt("max_args", "int")),
-      returns="Any", phases=frozenset({"response"}),
+      returns="Any", **checked(K_SERVICE_RESPONSE),
+      live_request=True,
       doc="The parsed upstream response body (JSON or form)."),
     # kong.telemetry
     F("kong.telemetry.log",

@@ -122,6 +122,26 @@ def load_module_plugin(name: str, module: types.ModuleType, source: str) -> Plug
     )
 
 
+def load_file(path: str | os.PathLike[str]) -> PluginSpec:
+    """Import one plugin (a ``.py`` file or a package folder) as the server would serve it.
+
+    Its folder is set up exactly as ``load_directory`` does (so its sibling helpers import),
+    but no other plugin of the folder is imported. Used by the testing kit and ``check``.
+    """
+    target = Path(path).resolve()
+    if target.is_dir():
+        candidate = Candidate(target.name, target / "__init__.py")
+    else:
+        candidate = Candidate(target.stem, target)
+    if not candidate.path.is_file():
+        raise PluginLoadError(str(target), "not a plugin file (.py) or package folder")
+    _install_package(target.parent)
+    module = _import(candidate)
+    if not hasattr(module, "Plugin"):
+        raise PluginLoadError(str(candidate.path), "defines no class Plugin")
+    return load_module_plugin(candidate.name, module, str(candidate.path))
+
+
 def load_directory(directory: str | os.PathLike[str]) -> list[PluginSpec]:
     """Import every plugin of ``directory``; raise one PluginLoadError listing all failures."""
     path = Path(directory).resolve()

@@ -16,6 +16,7 @@ from typing import Any
 
 from kongish_pdk.errors import PluginLoadError
 from kongish_pdk.pdk.table import PHASES
+from kongish_pdk.plugin import typed_config
 from kongish_pdk.plugin.schema import SchemaError, to_kong_schema
 
 log = logging.getLogger("kongish_pdk.plugin")
@@ -100,6 +101,18 @@ def build_spec(
         )
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise PluginLoadError(source, f"priority must be an integer, got {priority!r}")
+    make_config: Callable[[dict[str, Any]], Any] = identity_config
+    try:
+        typed = typed_config.config_type(cls)
+        if typed is not None:
+            if schema is not None:
+                raise PluginLoadError(source, f"declares both Schema and a typed config "
+                                      f"({typed.__name__}); the typed config is the schema, "
+                                      f"remove Schema")
+            schema = typed_config.kong_fields(typed)
+            make_config = typed_config.converter(typed)
+    except typed_config.TypedConfigError as exc:
+        raise PluginLoadError(source, f"invalid typed config: {exc}") from None
     phases, warnings = find_phases(cls)
     if not phases:
         raise PluginLoadError(
@@ -120,6 +133,7 @@ def build_spec(
         schema=kong_schema,
         source=source,
         modtime=modtime,
+        make_config=make_config,
         accepts_meta=_accepts_meta(cls),
         warnings=warnings,
     )

@@ -82,7 +82,9 @@ def run_handler(method: Callable[[Kong], Any], backend: Any, emit: Callable[[Out
     try:
         method(Kong(PDK(backend, lua_style)))
     except EventStopped:
-        return  # the event already ended from the gateway's point of view
+        # The event already ended for the gateway; still say the handler is gone, so an
+        # executor that tracks handlers (the processes mode) can forget it.
+        emit(RETURNED)
     except BaseException as exc:
         emit(failure(exc))
     else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-READY = re.compile(r"serving .* on (?P<path>\S+)$")
+READY = re.compile(r"serving .* on (?P<path>/[^\s\"]+)")  # text or JSON log lines
 
 
 class ServerError(RuntimeError):
@@ -34,6 +35,9 @@ class ServerProcess:
         self.prefix = prefix
         self.lines: list[str] = []
         self._changed = threading.Condition()
+        self._read_lock = threading.Lock()
+        self._partial = b""
+        self._stderr_closed = False
         self.proc = subprocess.Popen(
             self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
             env=env, text=True, encoding="utf-8", errors="replace",
@@ -53,13 +57,43 @@ class ServerProcess:
         return self.proc.pid
 
     def _read_stderr(self) -> None:
+        # Raw, non-blocking reads under a lock, so sync_log() can drain the pipe itself.
         assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
+        fd = self.proc.stderr.fileno()
+        os.set_blocking(fd, False)
+        while not self._stderr_closed:
+            select.select([fd], [], [], 0.5)
+            with self._read_lock:
+                self._drain(fd)
         with self._changed:
             self._changed.notify_all()
+
+    def _drain(self, fd: int) -> None:
+        """Move every byte now in the stderr pipe into ``lines`` (caller holds _read_lock)."""
+        while not self._stderr_closed:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            if not data:
+                self._stderr_closed = True
+                data = b"\n" if self._partial else b""
+            self._partial += data
+            *complete, self._partial = self._partial.split(b"\n")
+            if complete:
+                with self._changed:
+                    self.lines.extend(c.decode("utf-8", "replace") for c in complete)
+                    self._changed.notify_all()
+
+    def sync_log(self) -> None:
+        """Make ``lines`` hold everything the server wrote to stderr before this call.
+
+        The server logs a handler failure before it answers the request, so after reading
+        the answer a test calls this instead of waiting for the line to show up.
+        """
+        assert self.proc.stderr is not None
+        with self._read_lock:
+            self._drain(self.proc.stderr.fileno())
 
     def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
@@ -67,6 +101,8 @@ class ServerProcess:
 
     @property
     def log(self) -> str:
+        """Everything the server wrote to stderr so far (including the last instant)."""
+        self.sync_log()
         with self._changed:
             return "\n".join(self.lines)
 
@@ -96,6 +132,7 @@ class ServerProcess:
 
     def count(self, pattern: str) -> int:
         regex = re.compile(pattern)
+        self.sync_log()
         with self._changed:
             return sum(1 for line in self.lines if regex.search(line))
 

@@ -1,4 +1,8 @@
-"""Calls kong.response.exit, then keeps going; the log phase reports how that ended."""
+"""Calls kong.response.exit, then keeps going; logs (to stderr) how that ended."""
+
+import logging
+
+log = logging.getLogger("exiter")
 
 version = "0.1.0"
 priority = 10
@@ -26,6 +30,8 @@ class Plugin:
         except BaseException as exc:
             self.state = f"stopped by {type(exc).__name__}"
             raise
+        finally:
+            log.warning("after exit: %s", self.state)
 
     def log(self, kong):
         kong.log.notice(self.state)

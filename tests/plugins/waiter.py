@@ -1,7 +1,10 @@
 """Blocks in a PDK call or before it; reports how its previous event ended (reaping tests)."""
 
+import logging
 import threading
 import time
+
+log = logging.getLogger("waiter")
 
 version = "0.1.0"
 priority = 10
@@ -29,6 +32,7 @@ class Plugin:
             value = kong.request.get_header("x-wait")
         except BaseException as exc:
             self.ended = f"unwound by {type(exc).__name__}"
+            log.warning("waiter %s", self.ended)
             raise
         time.sleep(self.sleep_after)
         kong.response.set_header("x-got", str(value))

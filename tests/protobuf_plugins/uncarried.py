@@ -11,6 +11,6 @@ class Plugin:
     def access(self, kong):
         try:
             kong.nginx.get_statistics()
-        except ValueError as exc:
-            kong.log.err(f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # ValueError in-process, PDKError from a worker process
+            kong.log.err(str(exc))
         kong.response.set_header("x-after", "still running")

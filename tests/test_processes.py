@@ -1,0 +1,98 @@
+"""What only the processes mode (-m) promises: per-worker state, every core, dead workers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from kongish_pdk.testing import KongClient, ServerProcess
+
+from conftest import EXAMPLES, TEST_PLUGINS
+from support.procstat import process_tree, resources
+
+
+def hello(kong: KongClient, iid: int) -> dict[str, str]:
+    trace = kong.run_event(iid, "access", lambda m, a: None)
+    return dict(args for method, args in trace.calls if method.endswith("set_header"))
+
+
+def test_state_persists_per_worker_and_one_instance_uses_every_worker(start) -> None:
+    server = start(TEST_PLUGINS, "-m", "--workers", "2")
+    with KongClient(server.socket_path) as kong:
+        iid = kong.start_instance("counter")
+        seen = [hello(kong, iid) for _ in range(20)]
+    by_pid: dict[str, list[int]] = {}
+    for headers in seen:
+        by_pid.setdefault(headers["x-pid"], []).append(int(headers["x-count"]))
+    assert len(by_pid) == 2  # one hot config still reaches both workers
+    for counts in by_pid.values():  # and each worker's Plugin object keeps counting
+        assert counts == list(range(1, len(counts) + 1))
+
+
+def test_a_dead_worker_fails_its_events_and_is_replaced(start) -> None:
+    server = start(TEST_PLUGINS, "-m", "--workers", "2")
+    with KongClient(server.socket_path) as kong:
+        iid = kong.start_instance("crasher")
+        reply = kong.handle_event(iid, "access")
+        crash = kong.step(reply["EventId"], "yes")
+        assert crash["Data"] == {"Method": "kong.response.error", "Args": [500]}
+        server.wait_for(r"worker process \d+ exited \(3\) with 1 event\(s\) in flight")
+        server.wait_for(rf"event #{reply['EventId']} failed .*died \(exit code 3\)")
+        pids = {hello(kong, iid)["x-pid"] for _ in range(6)}
+        assert len(pids) == 2  # the replacement serves, with the survivor
+        assert kong.call("plugin.GetStatus")["Events"] == 0
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork", "forkserver"])
+def test_every_start_method_loads_the_plugins_in_the_workers(start, method: str) -> None:
+    server = start(TEST_PLUGINS, "-m", "--workers", "2", "--start-method", method)
+    with KongClient(server.socket_path) as kong:
+        iid = kong.start_instance("counter")
+        assert len({hello(kong, iid)["x-pid"] for _ in range(4)}) == 2
+
+
+def test_single_file_server_runs_in_worker_processes(tmp_path) -> None:
+    command = [sys.executable, str(EXAMPLES / "py-hello.py"), "-p", str(tmp_path),
+               "-m", "--workers", "2", "--start-method", "spawn"]
+    with ServerProcess(command, str(tmp_path)) as server:
+        assert server.socket_path.endswith("/py-hello.socket")
+        with KongClient(server.socket_path) as kong:
+            iid = kong.start_instance("py-hello", {"message": "hi"})
+            pids = set()
+            for _ in range(4):
+                trace = kong.run_event(iid, "access", lambda m, a: "example.com")
+                headers = dict(a for m, a in trace.calls if m.endswith("set_header"))
+                assert headers["x-hello-from-python"] == "Python says hi to example.com"
+                pids.add(headers["x-python-pid"])
+            assert len(pids) == 2 and str(server.pid) not in pids
+
+
+def test_no_growth_in_any_process_across_5000_events(start) -> None:
+    server: ServerProcess = start(TEST_PLUGINS, "-m", "--workers", "2")
+    with KongClient(server.socket_path, fast=True) as kong:
+        kong.warm(4)
+        exiting = kong.start_instance("exiter", {"first_call": "exit"})
+        normal = kong.start_instance("hello")
+        for _ in range(500):
+            kong.handle_event(exiting, "access")
+            kong.run_event(normal, "access", lambda m, a: "h")
+        pids = process_tree(server.pid)
+        assert len(pids) >= 3  # the server and its two workers (plus forkserver)
+        before = resources(pids)
+        for _ in range(2500):
+            kong.handle_event(exiting, "access")
+            kong.run_event(normal, "access", lambda m, a: "h")
+        after = resources(pids)
+        assert kong.call("plugin.GetStatus")["Events"] == 0
+    assert after[0] == before[0], f"open fds grew from {before[0]} to {after[0]}"
+    assert after[1] - before[1] < 4096, f"RSS grew by {after[1] - before[1]} KiB"
+
+
+def test_dump_starts_no_workers(tmp_path) -> None:
+    done = subprocess.run([sys.executable, "-m", "kongish_pdk.cli", "-d", str(TEST_PLUGINS),
+                           "--dump", "-m", "--workers", "4"], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0
+    assert "worker processes" not in done.stderr
