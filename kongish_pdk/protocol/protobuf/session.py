@@ -98,6 +98,11 @@ class _Reply:
         self.command = command
         self.build = build  # result value -> RpcReturn (fills the oneof)
 
+    @property
+    def transport(self) -> Transport:
+        """The connection this answer goes out on (the one the whole event runs on)."""
+        return self.session.transport
+
     def result(self, value: Any) -> None:
         message = pb.RpcReturn(sequence=self.sequence)
         if self.build is not None:
