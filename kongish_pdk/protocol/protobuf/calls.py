@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError
 
 from kongish_pdk.pdk.table import BY_NAME
 from kongish_pdk.protocol.protobuf import values, wire
+from kongish_pdk.protocol.protobuf.codec import frame
 from kongish_pdk.protocol.protobuf.messages import pb, serialize
 
 # (value, error): an error string makes the plugin's PDK call raise PDKError.
@@ -61,6 +62,7 @@ class PBCall:
     input: Codec
     output: Codec
     optional: bool  # the PDK function may return None: an empty answer means None
+    name_frame: bytes = b""  # the first frame, length prefix included (computed once)
 
     def encode(self, name: str, args: list[Any]) -> bytes:
         assert self.input.encode is not None
@@ -74,8 +76,9 @@ class PBCall:
 # ----------------------------------------------------------------------- argument encoders
 
 def _refuse_extra(name: str, args: list[Any], carried: int) -> None:
-    extra = [a for a in args[carried:] if a is not None]
-    if extra:
+    if len(args) <= carried:
+        return
+    if any(a is not None for a in args[carried:]):
         params = BY_NAME[name].params[carried:]
         what = ", ".join(p.name for p in params) or "extra arguments"
         raise NotCarried(f"{name}(): ProtoBuf:1 cannot carry the argument(s) {what}; "
@@ -451,8 +454,9 @@ def _build() -> dict[str, PBCall]:
     table: dict[str, PBCall] = {}
     for pdk_name, rpc, inp, out in _ROWS:
         fn = BY_NAME[pdk_name]
-        table[pdk_name] = PBCall(rpc, wire_name(rpc, _METHOD_NAMES.get(rpc)), inp, out,
-                                 optional="None" in fn.returns)
+        name = wire_name(rpc, _METHOD_NAMES.get(rpc))
+        table[pdk_name] = PBCall(rpc, name, inp, out, optional="None" in fn.returns,
+                                 name_frame=frame(name.encode()))
     return table
 
 

@@ -47,6 +47,11 @@ class FrameDecoder:
     def feed(self, data: bytes) -> list[bytes]:
         """Every frame completed by ``data``, in order (possibly none)."""
         buffer = self._buffer
+        if not buffer and len(data) >= 4:
+            # The usual case in lockstep: exactly one whole frame (Kong's answer, a call).
+            (size,) = _LENGTH.unpack_from(data)
+            if size == len(data) - 4 and size <= self._max_frame:
+                return [data[4:]]
         buffer += data
         out: list[bytes] = []
         start = 0

@@ -116,9 +116,7 @@ class _Reply:
         if isinstance(outcome, PDKCall):
             # Raises NotCarried/TypeError/ValueError into the plugin's PDK call.
             call = calls.lookup(outcome.method)
-            payload = call.encode(outcome.method, outcome.args)
-            name = call.wire_name.encode()
-            data = frame(name) + frame(payload)
+            data = call.name_frame + frame(call.encode(outcome.method, outcome.args))
             return _Encoded(data, None if outcome.terminal else call, event_id)
         # Returned (or the runtime's "ret" for a failure): end of event, then the RpcReturn.
         end = serialize(pb.RpcReturn(sequence=self.sequence))
