@@ -126,6 +126,12 @@ def test_generated_module_matches_the_proto() -> None:
     assert not generate.is_stale(), "run python -m kongish_pdk.protocol.protobuf.generate"
 
 
+def test_generated_module_was_made_from_the_proto_as_it_is() -> None:
+    # Runs without grpcio-tools: catches an edited .proto that was not regenerated.
+    assert generate.recorded_digest() == generate.proto_digest(), (
+        "pluginsocket.proto changed: run python -m kongish_pdk.protocol.protobuf.generate")
+
+
 def test_generated_module_is_kongs_package_without_a_runtime_version_guard() -> None:
     source = generate.MODULE.read_text("utf-8")
     assert "ValidateProtobufRuntimeVersion" not in source

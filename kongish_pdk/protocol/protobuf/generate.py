@@ -9,13 +9,16 @@ protoc that wrote it, which would tie users to whatever grpcio-tools we happened
 code after the guard only uses the descriptor ``builder`` API, stable since protobuf 3.20, so
 the guard is removed: the module loads on every protobuf the ``protobuf`` extra allows
 (checked with 4.25, 5.29 and 7.x). Staleness is judged on the serialised descriptor, not on
-protoc's version banner. No ``.pyi`` is written: ``messages.py`` types the module as ``Any``.
+protoc's version banner; the module also records the .proto's SHA-256, so a test can tell
+"edited but not regenerated" even where grpcio-tools is not installed. No ``.pyi`` is
+written: ``messages.py`` types the module as ``Any``.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import re
 import sys
 import tempfile
@@ -34,7 +37,19 @@ _VERSION_BANNER = re.compile(r"^# Protobuf Python Version: .*\n", re.MULTILINE)
 _NOTE = (
     "# Regenerate with: python -m kongish_pdk.protocol.protobuf.generate\n"
     "# (protoc's runtime-version guard is removed: see generate.py)\n"
+    "# pluginsocket.proto sha256: {digest}\n"
 )
+_DIGEST = re.compile(r"^# pluginsocket.proto sha256: ([0-9a-f]{64})$", re.MULTILINE)
+
+
+def proto_digest() -> str:
+    return hashlib.sha256(PROTO.read_bytes()).hexdigest()
+
+
+def recorded_digest() -> str | None:
+    """The .proto digest the checked-in module was generated from."""
+    found = _DIGEST.search(MODULE.read_text("utf-8")) if MODULE.exists() else None
+    return found.group(1) if found else None
 
 
 def run_protoc(out_dir: Path) -> str:
@@ -56,7 +71,8 @@ def run_protoc(out_dir: Path) -> str:
     module, found = _GUARD.subn("", module)
     if found not in (0, 2):
         raise SystemExit("unexpected protoc output: cannot remove its runtime-version guard")
-    return _VERSION_BANNER.sub(_NOTE, module)
+    note = _NOTE.format(digest=proto_digest())
+    return _VERSION_BANNER.sub(lambda _: note, module)
 
 
 def descriptor_of(module_source: str) -> bytes:
@@ -74,7 +90,7 @@ def is_stale() -> bool:
     """True when the checked-in module does not describe the .proto as it is now."""
     with tempfile.TemporaryDirectory() as tmp:
         fresh = run_protoc(Path(tmp))
-    if not MODULE.exists():
+    if not MODULE.exists() or recorded_digest() != proto_digest():
         return True
     return descriptor_of(MODULE.read_text("utf-8")) != descriptor_of(fresh)
 

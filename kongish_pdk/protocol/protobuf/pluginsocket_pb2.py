@@ -4,6 +4,7 @@
 # source: kongish_pdk/protocol/protobuf/pluginsocket.proto
 # Regenerate with: python -m kongish_pdk.protocol.protobuf.generate
 # (protoc's runtime-version guard is removed: see generate.py)
+# pluginsocket.proto sha256: 4240261a19771e131d42fd660c8def69103caf445a128a916491cc18933ab005
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
