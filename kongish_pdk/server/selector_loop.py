@@ -167,7 +167,7 @@ def _timeval(seconds: float) -> bytes:
     return struct.pack("@ll", whole, int((seconds - whole) * 1e6))
 
 
-_SEND_TIMEVAL = _timeval(WRITE_TIMEOUT)  # a lent socket blocks: bound its writes too
+_SEND_TIMEVAL = _timeval(WRITE_TIMEOUT)  # SO_SNDTIMEO: only a blocking (lent) socket uses it
 
 
 def _send_all(sock: socket.socket, data: bytes) -> None:
@@ -275,7 +275,6 @@ class SelectorLoop:
     def unwatch(self, sock: socket.socket) -> None:
         """Stop watching a connection (its transport holds its lock): it is being lent."""
         self._epoll.unregister(sock)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _SEND_TIMEVAL)
 
     def watch(self, sock: socket.socket) -> None:
         """From any thread (the transport holds its lock): watch a lent connection again."""
@@ -332,6 +331,8 @@ class SelectorLoop:
                 log.error("accept failed: %s", exc)
                 return
             sock.setblocking(False)
+            if self._pool is not None:  # a lent socket blocks: bound its writes too
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _SEND_TIMEVAL)
             transport = SocketTransport(sock, self if self._pool is not None else None)
             conn = _Connection(sock, transport, self.ctx.new_session(transport))
             self._add(conn.fd, conn)
