@@ -32,10 +32,10 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
-from pb_loadgen import MsgPackLoad, ProtoBufLoad  # noqa: E402
+from pb_loadgen import MsgPackLoad, ProtoBufLoad
 
-from kongish_pdk.testing import start_server  # noqa: E402
-from tests.support.incumbent import (  # noqa: E402
+from kongish_pdk.testing import start_server
+from tests.support.incumbent import (
     kong_pdk_venv,
     server_command,
     socket_path,

@@ -42,6 +42,8 @@ def prepare_args(fn: PDKFunction, args: Sequence[Any]) -> list[Any]:
     """
     if fn.varargs:
         return _log_args(args)
+    if None not in args:  # the usual case: nothing to check or drop
+        return list(args)
     out = list(args)
     for param, value in zip(fn.params, out, strict=False):
         if value is None and not param.optional:
@@ -135,7 +137,8 @@ class PDK:
         fn = BY_NAME[name]
         prepared = prepare_args(fn, args)
         if not self._lua_style:
-            return _NORMALISE[fn.result](self._backend.call(name, prepared))
+            value = self._backend.call(name, prepared)
+            return value if fn.result is Result.VALUE else _NORMALISE[fn.result](value)
         try:
             value = self._backend.call(name, prepared)
         except PDKError as exc:

@@ -7,7 +7,7 @@ sub-schema dict, check it the way Kong would, and refuse it with a precise path 
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -48,7 +48,7 @@ def _full_subschema(plugin_name: str, schema: Mapping[str, Any]) -> dict[str, An
     config = next((f["config"] for f in fields if "config" in f), None)
     if config is None or config.get("type") != "record":
         raise SchemaError("a full sub-schema needs a 'config' field of type 'record'")
-    out = {k: _plain(v, k) for k, v in schema.items() if k not in ("name", "fields")}
+    out = {k: json_value(v, k) for k, v in schema.items() if k not in ("name", "fields")}
     return {"name": plugin_name, "fields": fields, **out}
 
 
@@ -75,7 +75,7 @@ def _field(spec: Any, path: str) -> dict[str, Any]:
     if type_ not in KONG_TYPES:
         known = ", ".join(sorted(KONG_TYPES))
         raise SchemaError(f"{path}: unknown type {type_!r} (Kong knows: {known})")
-    out = {k: _plain(v, f"{path}.{k}") for k, v in spec.items()}
+    out = {k: json_value(v, f"{path}.{k}") for k, v in spec.items()}
     if type_ in ("array", "set"):
         out["elements"] = _field(_required(spec, "elements", path), f"{path}.elements")
     elif type_ == "map":
@@ -92,19 +92,18 @@ def _required(spec: Mapping[str, Any], key: str, path: str) -> Any:
     return spec[key]
 
 
-def _plain(value: Any, path: str) -> Any:
-    """A JSON-clean copy: tuples become lists; functions, NaN and other objects are refused."""
+def json_value(value: Any, path: str) -> Any:
+    """A JSON-clean copy for a schema: tuples and sets become lists (sets sorted), dataclass
+    instances become dicts; functions, NaN and other objects are refused."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
     if isinstance(value, Mapping):
-        return {str(k): _plain(v, f"{path}.{k}") for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v, path) for v in value]
+        return {str(k): json_value(v, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value) if isinstance(value, set | frozenset) else value
+        return [json_value(v, path) for v in items]
     if isinstance(value, float) and not math.isfinite(value):
         raise SchemaError(f"{path}: {value} cannot be written as JSON")
     if value is None or isinstance(value, str | int | float | bool):
         return value
     raise SchemaError(f"{path}: {type(value).__name__} values cannot be written as JSON")
-
-
-def check_json(schema: dict[str, Any]) -> None:
-    """Fail early if the schema would not survive ``json.dumps`` (it always should)."""
-    json.dumps(schema, allow_nan=False)

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin
+
+from kongish_pdk.plugin.schema import SchemaError, json_value
 
 
 class ConfigError(ValueError):
@@ -220,18 +221,10 @@ def _element(tp: Any, path: str) -> Any:
 
 
 def _jsonable(value: Any, path: str) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {k: _jsonable(v, path) for k, v in dataclasses.asdict(value).items()}
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v, path) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        items = sorted(value) if isinstance(value, set | frozenset) else value
-        return [_jsonable(v, path) for v in items]
-    if isinstance(value, float) and not math.isfinite(value):
-        raise TypedConfigError(f"{path}: default {value} cannot be written as JSON")
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    raise TypedConfigError(f"{path}: default {value!r} cannot be written as JSON")
+    try:
+        return json_value(value, path)
+    except SchemaError as exc:
+        raise TypedConfigError(f"default of {exc}") from None
 
 
 # ---------------------------------------------------------------------- decoding

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -44,7 +44,16 @@ class Transport(Protocol):
         """Send all of ``data``; False if the connection is closed."""
         ...
 
+    def pending_input(self) -> bool:
+        """Whether bytes have arrived that nobody has read yet."""
+        ...
+
     def close(self) -> None: ...
+
+
+# A reply to a request older than this first checks that no newer request is waiting unread:
+# Kong only reuses a connection for a new call after giving up on the old one (60 s).
+STALE_AFTER = 0.5
 
 
 class MsgPackReply:
@@ -57,11 +66,16 @@ class MsgPackReply:
         self.msgid = msgid
         self.seq = seq
 
+    @property
+    def transport(self) -> Transport:
+        """The connection this reply goes out on (workers may route by it)."""
+        return self.session.transport
+
     def result(self, value: Any) -> None:
-        self.session.write(self.seq, msgpack_rpc.response(self.msgid, None, value))
+        self.session.write(self.seq, self.session.encoder.response(self.msgid, None, value))
 
     def error(self, message: str) -> None:
-        self.session.write(self.seq, msgpack_rpc.response(self.msgid, message, None))
+        self.session.write(self.seq, self.session.encoder.response(self.msgid, message, None))
 
     def encode_event(self, event_id: int, outcome: Outcome) -> bytes:
         data: Any = (
@@ -69,7 +83,8 @@ class MsgPackReply:
             if isinstance(outcome, PDKCall)
             else "ret"
         )
-        return msgpack_rpc.response(self.msgid, None, {"EventId": event_id, "Data": data})
+        return self.session.encoder.response(self.msgid, None,
+                                             {"EventId": event_id, "Data": data})
 
     def send(self, encoded: bytes) -> bool:
         return self.session.write(self.seq, encoded)
@@ -85,8 +100,11 @@ class Session:
         self._decoder = msgpack_rpc.Decoder(max_frame)
         self._seq = 0  # number of the latest request on this connection
         self._answered = 0  # number of the latest request that got its reply
-        self._greeting: bytes | None = msgpack_rpc.notification("serverPid", os.getpid())
-        self._write_lock = threading.Lock()
+        self._received_at = 0.0  # when the latest request arrived
+        self._backlog = 0  # requests decoded but not yet dispatched
+        self.encoder = msgpack_rpc.Encoder()
+        self._greeting: bytes | None = self.encoder.notification("serverPid", os.getpid())
+        self._write_lock = runtime.executor.new_lock()
         self._closed = False
         self._methods: dict[str, Callable[[Any, list[Any], MsgPackReply], None]] = {
             "plugin.StartInstance": self._start_instance,
@@ -108,9 +126,12 @@ class Session:
             log.error("closing a gateway connection: %s", exc)
             self.close()
             return
-        for message in messages:
+        for index, message in enumerate(messages):
             with self._write_lock:
                 self._seq += 1
+                self._received_at = time.monotonic()
+                # Dispatching may run a handler inline before the rest are dispatched.
+                self._backlog = len(messages) - 1 - index
                 reply = MsgPackReply(self, message.msgid, self._seq)
             if isinstance(message, BadRequest):
                 reply.error(f"bad request: {message.reason}")
@@ -129,6 +150,9 @@ class Session:
         with self._write_lock:
             if self._closed or seq != self._seq or seq == self._answered:
                 return False
+            if (time.monotonic() - self._received_at > STALE_AFTER
+                    and (self._backlog or self.transport.pending_input())):
+                return False  # a newer request is queued: this one was abandoned
             self._answered = seq
             if self._greeting is not None:
                 # Kong reads notifications that come before a response; send ours once.

@@ -9,8 +9,7 @@ they came on cannot be trusted any more, but nothing else is affected.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -25,15 +24,13 @@ class FrameError(Exception):
     """The byte stream is unusable; close this connection."""
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     msgid: int
     method: str
     params: list[Any]
 
 
-@dataclass(frozen=True, slots=True)
-class BadRequest:
+class BadRequest(NamedTuple):
     """A well-framed message that is not a valid request, but whose msgid we can answer."""
 
     msgid: int
@@ -61,7 +58,14 @@ class Decoder:
         out: list[Request | BadRequest] = []
         try:
             for message in self._unpacker:
-                out.append(parse(message))
+                # The common case inline: a 4-element request with a string method and
+                # params list; anything else goes through parse() for a precise error.
+                if (type(message) is list and len(message) == 4 and message[0] == REQUEST
+                        and type(message[1]) is int and type(message[2]) is str
+                        and type(message[3]) is list):
+                    out.append(Request(message[1], message[2], message[3]))
+                else:
+                    out.append(parse(message))
         except FrameError:
             raise
         except msgpack.BufferFull:
@@ -93,15 +97,21 @@ def _brief(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def pack(value: Any) -> bytes:
-    """msgpack bytes; raises TypeError/ValueError/OverflowError for what msgpack cannot carry."""
-    data: bytes = msgpack.packb(value, use_bin_type=True, unicode_errors="surrogateescape")
-    return data
+class Encoder:
+    """Replies to bytes. Keeps one msgpack Packer (building one per message costs more than
+    packing): a pack() of plain values runs entirely under the GIL and never yields to another
+    greenlet, so concurrent replies on one connection cannot interleave inside it."""
 
+    def __init__(self) -> None:
+        self._packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogateescape")
 
-def response(msgid: int, error: str | None, result: Any) -> bytes:
-    return pack([RESPONSE, msgid, error, result])
+    def pack(self, value: Any) -> bytes:
+        """Raises TypeError/ValueError/OverflowError for what msgpack cannot carry."""
+        data: bytes = self._packer.pack(value)
+        return data
 
+    def response(self, msgid: int, error: str | None, result: Any) -> bytes:
+        return self.pack([RESPONSE, msgid, error, result])
 
-def notification(label: str, argument: Any) -> bytes:
-    return pack([NOTIFICATION, label, argument])
+    def notification(self, label: str, argument: Any) -> bytes:
+        return self.pack([NOTIFICATION, label, argument])

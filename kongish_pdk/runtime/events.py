@@ -8,6 +8,7 @@ these two, which is what keeps it free of sockets, codecs and concurrency modes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from kongish_pdk.runtime.instances import Instance
@@ -42,6 +43,11 @@ class Reply(Protocol):
     """Answers one request. Event answers are encoded first, so a value the protocol cannot
     carry raises in the plugin's PDK call before any state changes."""
 
+    @property
+    def transport(self) -> Any:
+        """The connection the answer goes out on (a worker may route by it)."""
+        ...
+
     def result(self, value: Any) -> None: ...
 
     def error(self, message: str) -> None: ...
@@ -63,6 +69,10 @@ class Executor(Protocol):
 
     def bind(self, deliver: Deliver) -> None:
         """Where handler outcomes go (the runtime's ``deliver``)."""
+        ...
+
+    def new_lock(self) -> AbstractContextManager[Any]:
+        """A mutex suited to this worker (the runtime and sessions guard short sections)."""
         ...
 
     def run_blocking(self, fn: Callable[[], None]) -> None:

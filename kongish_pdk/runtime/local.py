@@ -7,7 +7,10 @@ it; the processes mode runs one of these inside every worker process.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any
 
 from kongish_pdk.runtime.events import Deliver, Event
@@ -40,11 +43,17 @@ def close_plugin(name: str, instance_id: int, plugin: Any) -> None:
 
 
 class LocalExecutor:
-    def __init__(self, spawn: Spawn, slot_factory: Callable[[], Slot], lua_style: bool) -> None:
+    def __init__(self, spawn: Spawn, slot_factory: Callable[[], Slot], lua_style: bool,
+                 lock_factory: Callable[[], AbstractContextManager[Any]] = threading.Lock,
+                 ) -> None:
         self._spawn = spawn
         self._slot_factory = slot_factory
         self._lua_style = lua_style
+        self._lock_factory = lock_factory
         self._deliver: Deliver | None = None
+
+    def new_lock(self) -> AbstractContextManager[Any]:
+        return self._lock_factory()
 
     def bind(self, deliver: Deliver) -> None:
         self._deliver = deliver
@@ -68,7 +77,11 @@ class LocalExecutor:
         channel = EventChannel(emit, self._slot_factory())
         event.handle = channel
         method = getattr(event.instance.plugin, event.phase)
-        self._spawn(run_handler, method, channel, emit, self._lua_style)
+        self._launch(event, partial(run_handler, method, channel, emit, self._lua_style))
+
+    def _launch(self, event: Event, run: Callable[[], None]) -> None:
+        """Run a handler; a worker may override it to run the handler somewhere special."""
+        self._spawn(run)
 
     def resume(self, event: Event, value: Any, error: str | None) -> None:
         event.handle.slot.put((value, error))

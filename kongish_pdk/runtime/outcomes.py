@@ -5,12 +5,12 @@ Front doors turn these into their protocol's replies; the runtime decides which 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
+
+# NamedTuples: one is built for every PDK call, and they are the cheapest immutable records.
 
 
-@dataclass(frozen=True, slots=True)
-class PDKCall:
+class PDKCall(NamedTuple):
     """The handler asks the gateway to run a PDK function and (unless terminal) waits."""
 
     method: str
@@ -18,13 +18,14 @@ class PDKCall:
     terminal: bool = False  # kong.response.exit / error: the gateway never answers
 
 
-@dataclass(frozen=True, slots=True)
-class Returned:
+class Returned(NamedTuple):
     """The handler returned: the event is over (MsgPack:1 answers "ret")."""
 
+    def __bool__(self) -> bool:  # an empty tuple would be falsy
+        return True
 
-@dataclass(frozen=True, slots=True)
-class Failed:
+
+class Failed(NamedTuple):
     """The handler raised, timed out, or its worker died; ``traceback`` is for the log."""
 
     error: str  # one line: "ValueError: boom"

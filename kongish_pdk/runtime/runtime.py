@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -57,7 +56,7 @@ class Runtime:
         self.options = options or RuntimeOptions()
         self.executor = executor
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = executor.new_lock()
         self._instances = InstanceTable()
         self._events: dict[int, Event] = {}
         self._instance_ids = IdCounter()
@@ -214,6 +213,7 @@ class Runtime:
         # Encode before changing state, so an argument the protocol cannot carry raises in
         # the plugin's PDK call and the event stays exactly as it was.
         encoded = reply.encode_event(event.id, outcome)
+        closed = None
         with self._lock:
             finished = event.state == FINISHED
             if not finished:
@@ -222,7 +222,8 @@ class Runtime:
                     event.state = WAITING
                     event.deadline = self._clock() + self.options.event_timeout
                 else:
-                    self._finish_locked(event)
+                    closed = self._finish_locked(event)
+        self._destroy_closed(closed)
         if finished:
             self._answered_already(event, waits)
             return
@@ -241,12 +242,17 @@ class Runtime:
         if waits:
             self.executor.abort(event, True)
 
-    def _finish_locked(self, event: Event) -> None:
+    def _finish_locked(self, event: Event) -> Instance | None:
+        """Take the event out; returns its instance if that must now be destroyed (do it
+        after releasing the lock: close() is plugin code)."""
         event.state = FINISHED
         del self._events[event.id]
         instance = event.instance
         instance.active -= 1
-        if instance.closing and instance.active == 0:
+        return instance if instance.closing and instance.active == 0 else None
+
+    def _destroy_closed(self, instance: Instance | None) -> None:
+        if instance is not None:
             self._destroy(instance, "CloseInstance, after its last event")
 
     # ----------------------------------------------------------------- failures
@@ -273,7 +279,8 @@ class Runtime:
                 return
             waiting = event.state == WAITING
             reply, event.reply = event.reply, None
-            self._finish_locked(event)
+            closed = self._finish_locked(event)
+        self._destroy_closed(closed)
         log.warning("%s stopped: %s", event.describe(), why)
         self.executor.abort(event, waiting)
         if reply is not None:  # the handler was still running: answer for it

@@ -87,7 +87,7 @@ class Connection:
                     self.notifications.append(message)
                     continue
                 return message  # type: ignore[no-any-return]
-            data = self.sock.recv(256 * 1024)
+            data = self.sock.recv(65536)
             if not data:
                 raise ConnectionError("the plugin server closed the connection")
             self.unpacker.feed(data)

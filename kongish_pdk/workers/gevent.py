@@ -4,12 +4,18 @@ The standard library is monkey-patched in :meth:`GeventWorker.prepare`, before a
 imported, so ordinary blocking code (``time.sleep``, sockets, ``requests``, most database
 drivers) yields to other events instead of stalling the server. This module is only imported
 in -g mode, so gevent is an optional dependency.
+
+Handlers run as coroutines of the connection greenlets: a HandleEvent starts the handler's
+greenlet right away and a Step switches straight into it; control comes back when the
+handler waits for its next Step or ends. No hub round trip per PDK call. The connection has
+nothing else to read meanwhile, because Kong sends one request at a time per connection.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import socket
 from typing import Any, ClassVar
@@ -18,62 +24,74 @@ import gevent
 import gevent.event
 import gevent.lock
 from gevent import monkey
+from greenlet import getcurrent, greenlet
 
-from kongish_pdk.runtime.events import Executor
+from kongish_pdk.runtime.events import Event, Executor
 from kongish_pdk.runtime.local import LocalExecutor
+from kongish_pdk.server.connections import BaseTransport
 from kongish_pdk.workers.base import ServeContext, Worker
 
 log = logging.getLogger("kongish_pdk.workers")
 
-RECV_SIZE = 64 * 1024  # under glibc's mmap threshold: a 256 KiB recv costs an mmap + munmap each
+_select = monkey.get_original("select", "select")
+
+RECV_SIZE = 64 * 1024  # not more: see kongish_pdk/server/connections.py
 
 
-class GeventSlot:
-    """One-value hand-off between greenlets (a semaphore starting at zero)."""
+class GreenletSlot:
+    """A Step's value for a handler greenlet, delivered by switching into it."""
 
-    __slots__ = ("_semaphore", "_value")
+    __slots__ = ("_ready", "_taker", "_value")
 
     def __init__(self) -> None:
-        self._semaphore = gevent.lock.Semaphore(0)
+        self._taker: Any = None  # the handler greenlet blocked in take()
+        self._ready = False
         self._value: Any = None
 
     def put(self, value: Any) -> None:
-        self._value = value
-        self._semaphore.release()
+        taker, self._taker = self._taker, None
+        if taker is None:  # not waiting yet (still sending its call): it will find the value
+            self._value, self._ready = value, True
+            return
+        taker.parent = getcurrent()  # if the handler ends, come back here
+        taker.switch(value)  # run it until it waits for its next Step, or ends
 
     def take(self) -> Any:
-        self._semaphore.acquire()
-        value, self._value = self._value, None
-        return value
+        if self._ready:
+            value, self._value, self._ready = self._value, None, False
+            return value
+        me = getcurrent()
+        self._taker = me
+        # Back to the greenlet that started or last resumed this handler.
+        return me.parent.switch()
 
 
-class GeventTransport:
-    __slots__ = ("_lock", "closed", "sock")
+def run_inline(run: Any) -> None:
+    """Start ``run`` in its own greenlet now; return when it first waits or ends."""
+    greenlet(run, parent=getcurrent()).switch()
+
+
+class GeventExecutor(LocalExecutor):
+    def _launch(self, event: Event, run: Any) -> None:
+        run_inline(run)
+
+
+class GeventTransport(BaseTransport):
+    __slots__ = ()
 
     def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.closed = False
-        self._lock = gevent.lock.Semaphore(1)
+        super().__init__(sock, gevent.lock.Semaphore(1))
 
-    def write(self, data: bytes) -> bool:
-        with self._lock:
-            if self.closed:
-                return False
-            try:
-                self.sock.sendall(data)
-            except OSError as exc:
-                log.debug("write failed, closing connection: %s", exc)
-                self._shutdown()
-                return False
-        return True
+    def _send_now(self, data: bytes) -> int:
+        return os.write(self.fd, data)
 
-    def close(self) -> None:
-        self._shutdown()
+    def _send_rest(self, rest: memoryview) -> None:
+        self.sock.sendall(rest)  # yields to other greenlets while the socket is full
 
-    def _shutdown(self) -> None:
-        self.closed = True
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
+    def pending_input(self) -> bool:
+        # The connection's greenlet does not read while its handler runs inline, so look.
+        readable, _, _ = _select([self.fd], [], [], 0)  # the real select: must not yield
+        return bool(readable)
 
 
 class GeventWorker(Worker):
@@ -87,8 +105,11 @@ class GeventWorker(Worker):
         monkey.patch_all()
 
     def create_executor(self, lua_style: bool) -> Executor:
-        # spawn_raw: no Greenlet object, no result bookkeeping; run_handler never raises.
-        return LocalExecutor(gevent.spawn_raw, GeventSlot, lua_style)
+        # Blocking work (Plugin.__init__, close()) runs in greenlets of its own; spawn_raw has
+        # no Greenlet object or result bookkeeping. Handlers run inline (GeventExecutor).
+        # gevent's own semaphore: implemented in C, unlike the monkey-patched threading.Lock.
+        return GeventExecutor(gevent.spawn_raw, GreenletSlot, lua_style,
+                              lambda: gevent.lock.Semaphore(1))
 
     def serve(self, ctx: ServeContext) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -133,10 +154,17 @@ class GeventWorker(Worker):
         self._connections.add(sock)
         transport = GeventTransport(sock)
         session = ctx.new_session(transport)
+        hub = gevent.get_hub()
+        readable = hub.loop.io(transport.fd, 1)  # one watcher for the connection's life
         try:
             while True:
+                # Wait first: right after answering, Kong's next request is not there yet,
+                # so trying to read first would mostly cost a failed read.
+                hub.wait(readable)
                 try:
-                    data = sock.recv(RECV_SIZE)
+                    data = os.read(transport.fd, RECV_SIZE)
+                except BlockingIOError:
+                    continue
                 except OSError:
                     break
                 if not data:
@@ -145,6 +173,7 @@ class GeventWorker(Worker):
         except Exception:  # a bug must cost one connection, never the server
             log.exception("unexpected error while serving a connection; closing it")
         finally:
+            readable.close()
             self._connections.discard(sock)
             transport.close()
             session.connection_lost()

@@ -47,6 +47,8 @@ class ChildOptions:
 class _NoReply:
     """Events in a worker answer through the pipe, never through a Reply."""
 
+    transport = None
+
     def result(self, value: Any) -> None:
         raise AssertionError("unused in a worker process")
 

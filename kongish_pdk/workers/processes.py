@@ -13,9 +13,9 @@ import itertools
 import logging
 import multiprocessing
 import os
-import signal
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -23,10 +23,9 @@ from kongish_pdk.plugin.source import PluginSource
 from kongish_pdk.runtime.events import Deliver, Event, Executor
 from kongish_pdk.runtime.instances import Instance
 from kongish_pdk.runtime.outcomes import RETURNED, Failed, PDKCall
-from kongish_pdk.server.selector_loop import SelectorLoop
 from kongish_pdk.workers import process_child
 from kongish_pdk.workers import process_pipe as msg
-from kongish_pdk.workers.base import ServeContext, Worker
+from kongish_pdk.workers.loop_worker import IOLoopWorker
 from kongish_pdk.workers.pool import ThreadPool
 from kongish_pdk.workers.process_pipe import Pipe
 from kongish_pdk.workers.threads import DEFAULT_THREADS, LockSlot
@@ -157,6 +156,9 @@ class ProcessExecutor:
     def bind(self, deliver: Deliver) -> None:
         self._deliver = deliver
 
+    def new_lock(self) -> AbstractContextManager[Any]:
+        return threading.Lock()
+
     def run_blocking(self, fn: Callable[[], None]) -> None:
         self._blocking.submit(fn)
 
@@ -223,20 +225,19 @@ class ProcessExecutor:
             return min(rotated, key=lambda c: len(c.events))
 
 
-class ProcessWorker(Worker):
+class ProcessWorker(IOLoopWorker):
     name: ClassVar[str] = "processes"
 
     def __init__(self, source: PluginSource, *, workers: int | None = None,
                  threads: int | None = None, start_method: str = "forkserver",
                  verbosity: int = 0, log_format: str = "text") -> None:
+        super().__init__()
         self.workers = workers or os.cpu_count() or 1
         self._source = source
         self._threads = threads or DEFAULT_THREADS
         self._start_method = start_method
         self._logging = (verbosity, log_format)
         self._executor: ProcessExecutor | None = None
-        self._loop: SelectorLoop | None = None
-        self._stop_requested = False
 
     def create_executor(self, lua_style: bool) -> Executor:
         options = process_child.ChildOptions(self._source, self._threads, lua_style,
@@ -245,19 +246,6 @@ class ProcessWorker(Worker):
         self._executor.start_workers()
         return self._executor
 
-    def serve(self, ctx: ServeContext) -> None:
-        assert self._executor is not None
-        self._loop = SelectorLoop(ctx)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stop())
-        if self._stop_requested:
-            self._loop.stop()
-        try:
-            self._loop.run()
-        finally:
+    def loop_finished(self) -> None:
+        if self._executor is not None:
             self._executor.stop_workers()
-
-    def stop(self) -> None:
-        self._stop_requested = True
-        if self._loop is not None:
-            self._loop.stop()

@@ -1,21 +1,28 @@
-"""threads mode (default): one I/O thread, plugin handlers on a bounded pool of OS threads.
+"""threads mode (default): handlers run on a bounded pool of OS threads.
 
 Handlers may block (sockets, ``time.sleep``, database clients) without stalling other events;
-no lock is held around plugin code, so they run concurrently up to ``--threads``. The I/O loop
-lends connections to the pool's threads (``SelectorLoop(pool=...)``): a protocol whose event
-owns its connection (ProtoBuf:1) then reads Kong's answers on the handler's own thread.
+no lock is held around plugin code. A handler's thread keeps reading the connection its last
+request came on (see ``server/connections.py``), so when Kong sends the next Step there, as it
+usually does, the handler continues without waking any other thread. A Step that arrives
+elsewhere is handed over by that connection's reader, together with the connection.
 """
 
 from __future__ import annotations
 
-import signal
+import contextlib
+import os
+import select
+import threading
 from _thread import allocate_lock
+from collections.abc import Callable
 from typing import Any, ClassVar
 
-from kongish_pdk.runtime.events import Executor
+from kongish_pdk.runtime.events import Event, Executor
 from kongish_pdk.runtime.local import LocalExecutor
-from kongish_pdk.server.selector_loop import SelectorLoop
-from kongish_pdk.workers.base import ServeContext, Worker
+from kongish_pdk.server import nogil
+from kongish_pdk.server.connections import RECV_SIZE, Connection, claim, dispatch, recv
+from kongish_pdk.server.selector_loop import IOLoop
+from kongish_pdk.workers.loop_worker import IOLoopWorker
 from kongish_pdk.workers.pool import ThreadPool
 
 # Kong keeps up to 256 pooled connections per nginx worker; each in-flight event holds a
@@ -24,8 +31,7 @@ DEFAULT_THREADS = 512
 
 
 class LockSlot:
-    """The cheapest cross-thread hand-off: a lock the taker blocks on until the putter
-    releases it."""
+    """A plain one-value hand-off between threads (used where no connection follows)."""
 
     __slots__ = ("_lock", "_value")
 
@@ -44,29 +50,155 @@ class LockSlot:
         return value
 
 
-class ThreadWorker(Worker):
+class Waiter:
+    """A handler thread's way to wait: its own wake-up eventfd, plus the connection it reads."""
+
+    def __init__(self, loop: IOLoop) -> None:
+        self.loop = loop
+        self.wake_fd = -1  # created when this thread first has to wait
+        self.conn: Connection | None = None
+        self._poller = select.poll()
+        self._receiver = nogil.Receiver(RECV_SIZE)
+
+    def adopt(self, conn: Connection) -> None:
+        """Read ``conn`` from now on (giving back the one read so far)."""
+        if conn is self.conn:
+            return
+        self.release()
+        self.conn = conn
+        self._poller.register(conn.fd, select.POLLIN)
+
+    def release(self) -> None:
+        """Stop reading the current connection; the I/O loop reads it again."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            self._poller.unregister(conn.fd)
+            self.loop.arm(conn)
+
+    def prepare(self) -> None:
+        """Ready to be woken (call before publishing this waiter to a slot)."""
+        if self.wake_fd < 0:
+            self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._poller.register(self.wake_fd, select.POLLIN)
+
+    def wake(self) -> None:
+        os.eventfd_write(self.wake_fd, 1)
+
+    def wait(self) -> None:
+        """Block until woken or the connection has data; dispatch that data."""
+        for fd, _ in self._poller.poll():
+            if fd == self.wake_fd:
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_read(self.wake_fd)
+            elif self.conn is not None and fd == self.conn.fd:
+                self._read(self.conn)
+
+    def _read(self, conn: Connection) -> None:
+        data = recv(conn, self._receiver)
+        if data is None:
+            return
+        if data:
+            dispatch(conn, data)
+        if not data or conn.transport.closed:
+            self._forget(conn)
+            self.loop.close(conn)
+        elif conn.claimed:  # a request on it went to another event (or back to us)
+            self._forget(conn)
+
+    def _forget(self, conn: Connection) -> None:
+        if self.conn is conn:
+            self._poller.unregister(conn.fd)
+            self.conn = None
+
+
+
+class ConnectionSlot:
+    """A Step's value for a waiting handler, optionally with the connection it came on."""
+
+    __slots__ = ("_conn", "_lock", "_ready", "_value", "_waiter", "executor")
+
+    def __init__(self, executor: ThreadExecutor) -> None:
+        self.executor = executor
+        self._lock = allocate_lock()
+        self._ready = False
+        self._value: Any = None
+        self._conn: Connection | None = None
+        self._waiter: Waiter | None = None
+
+    def put(self, value: Any, conn: Connection | None = None) -> None:
+        with self._lock:
+            self._value, self._conn, self._ready = value, conn, True
+            waiter = self._waiter
+        if waiter is not None and not self.executor.is_current(waiter):
+            waiter.wake()
+
+    def take(self) -> Any:
+        waiter = self.executor.current_waiter()
+        waiter.prepare()
+        while True:
+            with self._lock:
+                if self._ready:
+                    value, conn = self._value, self._conn
+                    self._value = self._conn = self._waiter = None
+                    self._ready = False
+                    break
+                self._waiter = waiter
+            waiter.wait()
+        if conn is not None:
+            waiter.adopt(conn)
+        return value
+
+
+class ThreadExecutor(LocalExecutor):
+    """The in-process executor, plus connections that follow their events."""
+
+    def __init__(self, pool: ThreadPool, lua_style: bool) -> None:
+        super().__init__(pool.submit, lambda: ConnectionSlot(self), lua_style)
+        self.loop: IOLoop | None = None
+        self._local = threading.local()
+
+    def current_waiter(self) -> Waiter:
+        """This thread's Waiter (created on first use)."""
+        waiter: Waiter | None = getattr(self._local, "waiter", None)
+        if waiter is None:
+            assert self.loop is not None, "the I/O loop starts before any handler"
+            waiter = self._local.waiter = Waiter(self.loop)
+        return waiter
+
+    def is_current(self, waiter: Waiter) -> bool:
+        return getattr(self._local, "waiter", None) is waiter
+
+    def _launch(self, event: Event, run: Callable[[], None]) -> None:
+        self._spawn(self._run_with, claim(event.reply), run)
+
+    def _run_with(self, conn: Connection | None, run: Callable[[], None]) -> None:
+        waiter = self.current_waiter()
+        if conn is not None:
+            waiter.adopt(conn)
+        try:
+            run()
+        finally:
+            waiter.release()
+
+    def resume(self, event: Event, value: Any, error: str | None) -> None:
+        event.handle.slot.put((value, error), claim(event.reply))
+
+
+class ThreadWorker(IOLoopWorker):
     name: ClassVar[str] = "threads"
 
     def __init__(self, threads: int = DEFAULT_THREADS) -> None:
+        super().__init__()
         self.pool = ThreadPool(threads)
-        self._loop: SelectorLoop | None = None
-        self._stop_requested = False
+        self._executor: ThreadExecutor | None = None
 
     def create_executor(self, lua_style: bool) -> Executor:
-        return LocalExecutor(self.pool.submit, LockSlot, lua_style)
+        self._executor = ThreadExecutor(self.pool, lua_style)
+        return self._executor
 
-    def serve(self, ctx: ServeContext) -> None:
-        self._loop = SelectorLoop(ctx, pool=self.pool)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stop())
-        if self._stop_requested:  # a signal arrived while plugins were loading
-            self._loop.stop()
-        try:
-            self._loop.run()
-        finally:
-            self.pool.shutdown()
+    def loop_started(self, loop: IOLoop) -> None:
+        if self._executor is not None:
+            self._executor.loop = loop  # handler threads give connections back to it
 
-    def stop(self) -> None:
-        self._stop_requested = True
-        if self._loop is not None:
-            self._loop.stop()
+    def loop_finished(self) -> None:
+        self.pool.shutdown()

@@ -15,18 +15,17 @@ There is no error field: an RPC error is signalled by closing the connection, wh
 reads as ``closed`` and, for HandleEvent, answers with a reset of the plugin's instances and
 a retry (the "no plugin instance" path). ``kong.response.exit`` is never answered.
 
-When the transport can lend its connection (threads mode) the session borrows it for each
-event: then the handler's own thread writes each PDK call and reads Kong's answer from the
-socket itself, so a round trip needs no hand-off to the I/O thread. The runtime cannot tell:
-the answer still goes through ``runtime.step``, called from inside ``Reply.send``.
+Because an event never leaves its connection, the threads worker's "connections follow
+their events" (``server/connections.py``: the handler's thread reads the connection its
+request came on) serves every PDK answer of a ProtoBuf:1 event on the handler's own thread.
+``_Reply.transport`` is what lets the worker match the reply to its connection.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from google.protobuf.message import DecodeError
 
@@ -46,43 +45,17 @@ from kongish_pdk.runtime.runtime import Runtime
 
 log = logging.getLogger("kongish_pdk.protocol")
 
-__all__ = ["PROTOCOL", "LendingTransport", "Session"]
-
-# Reading Kong's answer on a borrowed connection gives up a little after the runtime's own
-# event timeout, so the reaper (not a socket error) decides about slow gateways.
-_READ_MARGIN = 1.0
-
-
-@runtime_checkable
-class LendingTransport(Transport, Protocol):
-    """A transport whose connection the I/O loop can lend to the thread running an event."""
-
-    def lend(self) -> bool:
-        """Stop the I/O loop reading this connection until :meth:`give_back`; the borrower
-        reads with :meth:`recv`. Called on the I/O thread; False if it cannot lend."""
-        ...
-
-    def recv(self, timeout: float) -> bytes:
-        """Blocking read by the borrower; ``b""`` on end of file, error or timeout."""
-        ...
-
-    def give_back(self, linger: bool = False) -> None:
-        """End the loan (from any thread). ``linger``: the event ended normally and Kong may
-        send its next call at once; the transport may let this thread serve it."""
-        ...
-
+__all__ = ["PROTOCOL", "Session"]
 
 class _Encoded:
     """An event answer ready to send: bytes, and the PDK call that waits for Kong's answer."""
 
-    __slots__ = ("call", "data", "event_id", "returned")
+    __slots__ = ("call", "data", "event_id")
 
-    def __init__(self, data: bytes, call: calls.PBCall | None, event_id: int,
-                 returned: bool = False) -> None:
+    def __init__(self, data: bytes, call: calls.PBCall | None, event_id: int) -> None:
         self.data = data
         self.call = call  # None: the event ends with this write (return or terminal call)
         self.event_id = event_id
-        self.returned = returned  # ends with RpcReturn: Kong keeps the connection alive
 
 
 class _Reply:
@@ -120,7 +93,7 @@ class _Reply:
             return _Encoded(data, None if outcome.terminal else call, event_id)
         # Returned (or the runtime's "ret" for a failure): end of event, then the RpcReturn.
         end = serialize(pb.RpcReturn(sequence=self.sequence))
-        return _Encoded(EMPTY_FRAME + frame(end), None, event_id, returned=True)
+        return _Encoded(EMPTY_FRAME + frame(end), None, event_id)
 
     def send(self, encoded: _Encoded) -> bool:
         return self.session._send_event(self, encoded)
@@ -130,21 +103,16 @@ class Session:
     """One connection from Kong."""
 
     def __init__(self, runtime: Runtime, transport: Transport,
-                 max_frame: int = DEFAULT_MAX_FRAME, lend: bool = True) -> None:
+                 max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.runtime = runtime
         self.transport = transport
         self._decoder = FrameDecoder(max_frame)
-        self._lock = threading.Lock()
+        self._lock = runtime.executor.new_lock()
         self._token = 0  # number of the latest RpcCall on this connection
         self._event: _Reply | None = None  # the HandleEvent running on this connection
         self._pending: calls.PBCall | None = None  # the PDK call waiting for Kong's answer
         self._pending_event = 0
         self._closed = False
-        # Borrowing only where the I/O loop offers it (it says no when handlers do not run
-        # on threads that may block on a socket); ``lend=False`` turns it off (benchmarks).
-        self._can_lend = lend and isinstance(transport, LendingTransport)
-        self._lent = False  # the event's thread reads the connection, not the I/O loop
-        self._read_timeout = runtime.options.event_timeout + _READ_MARGIN
 
     # ------------------------------------------------------------------ I/O side
 
@@ -182,7 +150,6 @@ class Session:
             self._closed = True
             self._event = None
         self.transport.close()
-        self._give_back()
 
     # ------------------------------------------------------------------ RPC calls
 
@@ -202,8 +169,6 @@ class Session:
             cmd = call.cmd_handle_event
             with self._lock:
                 self._event = reply
-            if self._can_lend and not self._lent:
-                self._lent = self._lending_transport().lend()
             runtime.handle_event(cmd.instance_id, cmd.event_name, reply)
         elif kind == "cmd_start_instance":
             start = call.cmd_start_instance
@@ -278,14 +243,7 @@ class Session:
             ok = self._write(encoded.data)
         if not ok:
             self.connection_lost()
-            self._give_back()
-            return False
-        if call is None:
-            self._give_back(linger=encoded.returned)
-            return True
-        if self._lent:
-            return self._round_trip()
-        return True
+        return ok
 
     def _answer(self, payload: bytes) -> None:
         """Kong's answer to the pending PDK call: resume the event with it."""
@@ -308,25 +266,6 @@ class Session:
         self.close()
         self.runtime.stop_event(event_id, why)
 
-    def _round_trip(self) -> bool:
-        """On the event's thread: read Kong's answer to the call just sent, and resume."""
-        transport = self._lending_transport()
-        while True:
-            with self._lock:
-                if self._closed:
-                    return False
-                if self._pending is None:
-                    return True
-            data = transport.recv(self._read_timeout)
-            if not data:
-                # End of file, or nothing for longer than the event timeout: either way
-                # Kong has given up on this event.
-                self.connection_lost()
-                self.transport.close()
-                self._give_back()
-                return False
-            self.data_received(data)
-
     # ------------------------------------------------------------------ plumbing
 
     def _write(self, data: bytes) -> bool:
@@ -334,16 +273,6 @@ class Session:
         if not ok:
             self._closed = True
         return ok
-
-    def _lending_transport(self) -> LendingTransport:
-        transport: LendingTransport = self.transport  # type: ignore[assignment]
-        return transport
-
-    def _give_back(self, linger: bool = False) -> None:
-        with self._lock:
-            lent, self._lent = self._lent, False
-        if lent:
-            self._lending_transport().give_back(linger)
 
 
 # ---------------------------------------------------------------------- RpcReturn payloads
