@@ -18,7 +18,7 @@ from kongish_pdk.testing import (
     Request,
     UpstreamResponse,
 )
-from kongish_pdk.testing.fake_gateway import NOT_IN_KIT, FakeKong
+from kongish_pdk.testing.fake_kong import NOT_IN_KIT, FakeKong
 
 PLUGINS = Path(__file__).parent / "kit_plugins"
 BOTH = pytest.mark.parametrize("kong_mode", ["local", "wire"])

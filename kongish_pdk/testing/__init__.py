@@ -23,7 +23,7 @@ from kongish_pdk.testing.errors import (
     PhaseError,
     PluginError,
 )
-from kongish_pdk.testing.fake_gateway import CallRecord, ExitInfo, LogLine
+from kongish_pdk.testing.fake_kong import CallRecord, ExitInfo, LogLine
 from kongish_pdk.testing.http import (
     ClientResponse,
     Request,

@@ -10,7 +10,7 @@
 ``run`` plays one request through the lifecycle Kong gives an external plugin: rewrite ->
 access -> (the fake upstream) -> response -> log, skipping the phases the plugin does not
 implement and, after ``kong.response.exit``, the request phases Kong would skip. Both modes
-answer the PDK from the same :class:`~kongish_pdk.testing.fake_gateway.GatewayState`; only
+answer the PDK from the same :class:`~kongish_pdk.testing.fake_kong.GatewayState`; only
 the path differs: in-process through ``surface.Kong(PDK(FakeKong))``, over the wire through a
 real ``kongish-pluginserver`` driven by :class:`~kongish_pdk.testing.kong_client.KongClient`.
 """
@@ -37,7 +37,7 @@ from kongish_pdk.runtime.instances import InstanceMeta
 from kongish_pdk.runtime.local import close_plugin
 from kongish_pdk.testing import luamsgpack
 from kongish_pdk.testing.errors import ConfigRejected, PluginError
-from kongish_pdk.testing.fake_gateway import (
+from kongish_pdk.testing.fake_kong import (
     CallRecord,
     ExitInfo,
     FakeKong,
