@@ -7,6 +7,7 @@ kong.conf lines keep working.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -20,7 +21,7 @@ from kongish_pdk._version import __version__
 from kongish_pdk.errors import PluginLoadError
 from kongish_pdk.plugin.source import PluginSource
 from kongish_pdk.plugin.spec import PluginSpec, build_spec
-from kongish_pdk.protocol.kong_msgpack import PROTOCOL
+from kongish_pdk.protocol import names as protocols
 from kongish_pdk.protocol.msgpack_rpc import DEFAULT_MAX_FRAME
 from kongish_pdk.runtime.runtime import FAIL_CLOSED, PASS, RuntimeOptions
 from kongish_pdk.server.lifecycle import ParentWatch, die_with_parent
@@ -97,6 +98,11 @@ def build_parser(dedicated: str | None = None) -> argparse.ArgumentParser:
                                 "pluginserver_names entry on Kong 3.9+")
 
     run = p.add_argument_group("running plugins")
+    run.add_argument("--protocol", choices=protocols.CHOICES, default=protocols.MSGPACK,
+                     help="what to speak to Kong: msgpack (MsgPack:1, like kong-pdk) or "
+                          "protobuf (ProtoBuf:1, like go-pdk: an event runs on one connection, "
+                          "and Kong answers a failing plugin with a 500; needs the protobuf "
+                          "extra). --dump reports it, so Kong picks the same (default msgpack)")
     mode = run.add_mutually_exclusive_group()
     mode.add_argument("-g", "--gevent", action="store_true",
                       help="run handlers as greenlets; the standard library is monkey-patched "
@@ -163,6 +169,8 @@ def _serve(args: argparse.Namespace, source: PluginSource, parent: ParentWatch,
            load: Callable[[], list[PluginSpec]]) -> int:
     from kongish_pdk.server.app import ServerOptions, serve
 
+    if args.protocol == protocols.PROTOBUF:
+        _require_protobuf()
     worker = _make_worker(args, source)
     worker.prepare()  # before plugins are imported
     try:
@@ -174,6 +182,7 @@ def _serve(args: argparse.Namespace, source: PluginSource, parent: ParentWatch,
         socket_mode=args.socket_mode,
         backlog=args.listen_queue_size,
         lua_style=args.lua_style,
+        protocol=args.protocol,
         max_frame=args.max_frame_size,
         runtime=RuntimeOptions(
             on_plugin_error=args.on_plugin_error,
@@ -187,8 +196,18 @@ def _serve(args: argparse.Namespace, source: PluginSource, parent: ParentWatch,
         _fail(str(exc))
 
 
-def _dump(out: TextIO, specs: Sequence[PluginSpec]) -> int:
-    dump.write(out, dump.document(specs, PROTOCOL))
+def _require_protobuf() -> None:
+    try:
+        found = importlib.util.find_spec("google.protobuf") is not None
+    except ImportError:  # no "google" namespace at all
+        found = False
+    if not found:
+        _fail("--protocol protobuf needs the protobuf package: "
+              "pip install 'kongish-pdk[protobuf]'")
+
+
+def _dump(out: TextIO, specs: Sequence[PluginSpec], protocol: str) -> int:
+    dump.write(out, dump.document(specs, protocols.protocol_name(protocol)))
     return 0
 
 
@@ -220,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _fail(f"no plugin named {args.dump_plugin_info!r} in {directory} "
                       f"(found: {names})")
             specs = chosen
-        return _dump(out, specs)
+        return _dump(out, specs, args.protocol)
     die_with_parent()
     return _serve(args, source, parent, source.load)
 
@@ -256,7 +275,7 @@ def start_dedicated_server(name: str, plugin: type, version: Any = None, priorit
             specs = load()
         except PluginLoadError as exc:
             _fail(f"cannot load plugin:\n{exc}")
-        raise SystemExit(_dump(out, specs))
+        raise SystemExit(_dump(out, specs, args.protocol))
     die_with_parent()
     raise SystemExit(_serve(args, source, parent, load))
 

@@ -206,27 +206,41 @@ class Runtime:
             self._log_failure(event, outcome)
             outcome = self._failure_answer(event)
         reply = event.reply
+        waits = isinstance(outcome, PDKCall) and not outcome.terminal
         if event.state == FINISHED or reply is None:
-            return  # answered already (exit, reaped, shutdown): nothing more to say
+            self._answered_already(event, waits)
+            return
         # Encode before changing state, so an argument the protocol cannot carry raises in
         # the plugin's PDK call and the event stays exactly as it was.
         encoded = reply.encode_event(event.id, outcome)
-        waits = isinstance(outcome, PDKCall) and not outcome.terminal
         closed = None
         with self._lock:
-            if event.state == FINISHED:
-                return
-            event.reply = None
-            if waits:
-                event.state = WAITING
-                event.deadline = self._clock() + self.options.event_timeout
-            else:
-                closed = self._finish_locked(event)
+            finished = event.state == FINISHED
+            if not finished:
+                event.reply = None
+                if waits:
+                    event.state = WAITING
+                    event.deadline = self._clock() + self.options.event_timeout
+                else:
+                    closed = self._finish_locked(event)
         self._destroy_closed(closed)
+        if finished:
+            self._answered_already(event, waits)
+            return
         if not reply.send(encoded) and waits:
             # Kong will never send the Step for a call it never received.
             self._abort(event, "the gateway abandoned the request (connection closed or reused) "
                                "before the PDK call could be sent")
+
+    def _answered_already(self, event: Event, waits: bool) -> None:
+        """The event was stopped (exit, reaped, shutdown) while its handler kept running.
+
+        Nothing more goes to the gateway. A handler about to wait for this call's answer
+        passed its "stopped" check before the stop, so no STOP reached it: send one now, or
+        it would wait forever.
+        """
+        if waits:
+            self.executor.abort(event, True)
 
     def _finish_locked(self, event: Event) -> Instance | None:
         """Take the event out; returns its instance if that must now be destroyed (do it
@@ -293,6 +307,14 @@ class Runtime:
                 instance.closing = True
         for instance in idle:
             self._destroy(instance, f"idle for {self.options.instance_idle_timeout:g}s")
+
+    def stop_event(self, event_id: int, why: str) -> None:
+        """Stop one event its front door knows is over (e.g. Kong closed the connection a
+        ProtoBuf:1 event was bound to, so its PDK call will never be answered)."""
+        with self._lock:
+            event = self._events.get(event_id)
+        if event is not None:
+            self._abort(event, why)
 
     def abort_all(self, why: str) -> None:
         """Stop every event still in flight (shutdown after the drain period)."""

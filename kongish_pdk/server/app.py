@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from kongish_pdk._version import __version__
@@ -13,6 +13,7 @@ from kongish_pdk.plugin.spec import PluginSpec
 from kongish_pdk.protocol import kong_msgpack
 from kongish_pdk.protocol.kong_msgpack import Transport
 from kongish_pdk.protocol.msgpack_rpc import DEFAULT_MAX_FRAME
+from kongish_pdk.protocol.names import MSGPACK, PROTOBUF, protocol_name
 from kongish_pdk.runtime.runtime import Runtime, RuntimeOptions
 from kongish_pdk.server.lifecycle import ParentWatch
 from kongish_pdk.server.listener import bind_unix
@@ -27,6 +28,7 @@ class ServerOptions:
     socket_mode: int = 0o600
     backlog: int = 4096
     lua_style: bool = False
+    protocol: str = MSGPACK  # or PROTOBUF
     max_frame: int = DEFAULT_MAX_FRAME
     drain_timeout: float = 2.0
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
@@ -39,8 +41,7 @@ def serve(worker: Worker, specs: Sequence[PluginSpec], options: ServerOptions,
     runtime = Runtime(specs, executor, options.runtime)
     listener = bind_unix(options.socket_path, options.socket_mode, options.backlog)
 
-    def new_session(transport: Transport) -> Session:
-        return kong_msgpack.Session(runtime, transport, options.max_frame)
+    new_session = _session_factory(runtime, options)
 
     def check_parent() -> None:
         if parent.parent_gone():
@@ -51,10 +52,25 @@ def serve(worker: Worker, specs: Sequence[PluginSpec], options: ServerOptions,
                        extra_tick=check_parent)
     names = ", ".join(s.name for s in specs)
     log.info("kongish-pdk %s (pid %d, %s mode, %s) serving %s on %s", __version__, os.getpid(),
-             worker.name, kong_msgpack.PROTOCOL, names, listener.path)
+             worker.name, protocol_name(options.protocol), names, listener.path)
     try:
         worker.serve(ctx)
     finally:
         listener.remove()
     log.info("stopped")
     return 0
+
+
+def _session_factory(runtime: Runtime, options: ServerOptions) -> Callable[[Transport], Session]:
+    if options.protocol == PROTOBUF:
+        from kongish_pdk.protocol.protobuf import session as pb  # imports protobuf
+
+        def new_pb_session(transport: Transport) -> Session:
+            return pb.Session(runtime, transport, options.max_frame)
+
+        return new_pb_session
+
+    def new_session(transport: Transport) -> Session:
+        return kong_msgpack.Session(runtime, transport, options.max_frame)
+
+    return new_session

@@ -122,8 +122,13 @@ class ProcessExecutor:
         assert self._deliver is not None
         try:
             self._deliver(event, outcome)
-        except (TypeError, ValueError, OverflowError) as exc:  # checked in the worker already
+        except (TypeError, ValueError, OverflowError) as exc:  # the protocol cannot carry it
             log.error("%s: cannot answer the gateway: %s", event.describe(), exc)
+            if isinstance(outcome, PDKCall) and not outcome.terminal:
+                # The worker checked what its pipe can carry, not what the gateway protocol
+                # can (ProtoBuf:1 has no RPC for some PDK functions): the handler waits for
+                # this call, so make the call raise there, as it would in-process.
+                self.resume(event, None, f"{type(exc).__name__}: {exc}")
 
     def _child_died(self, child: _Child) -> None:
         child.alive = False

@@ -1,0 +1,298 @@
+"""Kong's ProtoBuf:1 protocol on one connection, mapped onto the runtime (sans-IO).
+
+Bytes come in through :meth:`Session.data_received`; replies leave through
+``transport.write``. Unlike MsgPack:1, a whole event runs on the connection that carried its
+HandleEvent, in lockstep (kong-protocol.md 3.3):
+
+    K: RpcCall{seq, cmd_handle_event}
+    S: "kong.request.get_header"  S: String{"host"}      (a PDK call: name frame, args frame)
+    K: String{"localhost"}                                 (its answer: one frame)
+    ...
+    S: ""  S: RpcReturn{seq}                               (end of event)
+
+so the session itself knows which PDK call an answer belongs to and which event it resumes.
+There is no error field: an RPC error is signalled by closing the connection, which Kong
+reads as ``closed`` and, for HandleEvent, answers with a reset of the plugin's instances and
+a retry (the "no plugin instance" path). ``kong.response.exit`` is never answered.
+
+Because an event never leaves its connection, the threads worker's "connections follow
+their events" (``server/connections.py``: the handler's thread reads the connection its
+request came on) serves every PDK answer of a ProtoBuf:1 event on the handler's own thread.
+``_Reply.transport`` is what lets the worker match the reply to its connection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from kongish_pdk.errors import RPCError
+from kongish_pdk.protocol.kong_msgpack import Transport
+from kongish_pdk.protocol.protobuf import PROTOCOL, calls
+from kongish_pdk.protocol.protobuf.codec import (
+    DEFAULT_MAX_FRAME,
+    EMPTY_FRAME,
+    FrameDecoder,
+    FrameError,
+    frame,
+)
+from kongish_pdk.protocol.protobuf.messages import pb, serialize
+from kongish_pdk.runtime.outcomes import Outcome, PDKCall
+from kongish_pdk.runtime.runtime import Runtime
+
+log = logging.getLogger("kongish_pdk.protocol")
+
+__all__ = ["PROTOCOL", "Session"]
+
+class _Encoded:
+    """An event answer ready to send: bytes, and the PDK call that waits for Kong's answer."""
+
+    __slots__ = ("call", "data", "event_id")
+
+    def __init__(self, data: bytes, call: calls.PBCall | None, event_id: int) -> None:
+        self.data = data
+        self.call = call  # None: the event ends with this write (return or terminal call)
+        self.event_id = event_id
+
+
+class _Reply:
+    """Answers one RpcCall (see :class:`kongish_pdk.runtime.events.Reply`)."""
+
+    __slots__ = ("build", "command", "sequence", "session", "token")
+
+    def __init__(self, session: Session, token: int, sequence: int, command: str,
+                 build: Any = None) -> None:
+        self.session = session
+        self.token = token  # which RpcCall of this connection it answers
+        self.sequence = sequence
+        self.command = command
+        self.build = build  # result value -> RpcReturn (fills the oneof)
+
+    @property
+    def transport(self) -> Transport:
+        """The connection this answer goes out on (the one the whole event runs on)."""
+        return self.session.transport
+
+    def result(self, value: Any) -> None:
+        message = pb.RpcReturn(sequence=self.sequence)
+        if self.build is not None:
+            self.build(message, value)
+        self.session._write_return(self, frame(serialize(message)))
+
+    def error(self, message: str) -> None:
+        self.session._refuse(self, message)
+
+    def encode_event(self, event_id: int, outcome: Outcome) -> _Encoded:
+        if isinstance(outcome, PDKCall):
+            # Raises NotCarried/TypeError/ValueError into the plugin's PDK call.
+            call = calls.lookup(outcome.method)
+            data = call.name_frame + frame(call.encode(outcome.method, outcome.args))
+            return _Encoded(data, None if outcome.terminal else call, event_id)
+        # Returned (or the runtime's "ret" for a failure): end of event, then the RpcReturn.
+        end = serialize(pb.RpcReturn(sequence=self.sequence))
+        return _Encoded(EMPTY_FRAME + frame(end), None, event_id)
+
+    def send(self, encoded: _Encoded) -> bool:
+        return self.session._send_event(self, encoded)
+
+
+class Session:
+    """One connection from Kong."""
+
+    def __init__(self, runtime: Runtime, transport: Transport,
+                 max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.runtime = runtime
+        self.transport = transport
+        self._decoder = FrameDecoder(max_frame)
+        self._lock = runtime.executor.new_lock()
+        self._token = 0  # number of the latest RpcCall on this connection
+        self._event: _Reply | None = None  # the HandleEvent running on this connection
+        self._pending: calls.PBCall | None = None  # the PDK call waiting for Kong's answer
+        self._pending_event = 0
+        self._closed = False
+
+    # ------------------------------------------------------------------ I/O side
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            payloads = self._decoder.feed(data)
+        except FrameError as exc:
+            self._broken(f"closing a gateway connection: {exc}")
+            return
+        for payload in payloads:
+            if self._closed:
+                return
+            if self._pending is not None:
+                self._answer(payload)
+            elif self._event is not None:
+                self._broken("closing a gateway connection: Kong sent a frame while its event "
+                             "was not waiting for a PDK answer")
+            else:
+                self._call(payload)
+
+    def connection_lost(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._event = None
+            waiting, self._pending = self._pending, None
+            event_id = self._pending_event
+        if waiting is not None:
+            # Kong gave up on the event (a PDK call raised in Lua, or the request ended).
+            self.runtime.stop_event(event_id, "the gateway closed the connection during "
+                                              f"{waiting.wire_name}")
+
+    def close(self) -> None:
+        """Close cleanly: Kong sees ``closed`` (its signal for errors and restarts)."""
+        with self._lock:
+            self._closed = True
+            self._event = None
+        self.transport.close()
+
+    # ------------------------------------------------------------------ RPC calls
+
+    def _call(self, payload: bytes) -> None:
+        try:
+            call = pb.RpcCall.FromString(payload)
+        except DecodeError as exc:
+            self._broken(f"closing a gateway connection: not an RpcCall: {exc}")
+            return
+        kind = call.WhichOneof("call")
+        with self._lock:
+            self._token += 1
+            token = self._token
+        runtime = self.runtime
+        if kind == "cmd_handle_event":
+            reply = _Reply(self, token, call.sequence, "HandleEvent")
+            cmd = call.cmd_handle_event
+            with self._lock:
+                self._event = reply
+            runtime.handle_event(cmd.instance_id, cmd.event_name, reply)
+        elif kind == "cmd_start_instance":
+            start = call.cmd_start_instance
+            reply = _Reply(self, token, call.sequence, "StartInstance", _instance_status)
+            runtime.start_instance(start.name, start.config, reply)
+        elif kind == "cmd_close_instance":
+            reply = _Reply(self, token, call.sequence, "CloseInstance", _instance_status)
+            runtime.close_instance(call.cmd_close_instance.instance_id, reply)
+        elif kind == "cmd_get_instance_status":
+            reply = _Reply(self, token, call.sequence, "GetInstanceStatus", _instance_status)
+            self._answer_locally(reply, lambda: runtime.instance_status(
+                call.cmd_get_instance_status.instance_id))
+        elif kind == "cmd_get_plugin_info":
+            reply = _Reply(self, token, call.sequence, "GetPluginInfo", _plugin_info)
+            self._answer_locally(reply, lambda: runtime.plugin_info(call.cmd_get_plugin_info.name))
+        elif kind == "cmd_get_plugin_names":
+            reply = _Reply(self, token, call.sequence, "GetPluginNames", _plugin_names)
+            reply.result(sorted(runtime.plugins))
+        else:
+            self._broken(f"closing a gateway connection: RpcCall #{call.sequence} names no "
+                         "command")
+
+    @staticmethod
+    def _answer_locally(reply: _Reply, answer: Any) -> None:
+        try:
+            value = answer()
+        except RPCError as exc:
+            reply.error(str(exc))
+            return
+        reply.result(value)
+
+    def _write_return(self, reply: _Reply, data: bytes) -> None:
+        with self._lock:
+            if self._closed or reply.token != self._token:
+                return  # Kong has moved on (or the connection is gone): never send late bytes
+            self._write(data)
+
+    def _refuse(self, reply: _Reply, message: str) -> None:
+        """An RPC error: ProtoBuf:1 has no error reply, so the connection is closed."""
+        with self._lock:
+            if self._closed or reply.token != self._token:
+                return
+        restart = "no plugin instance" in message.lower()
+        (log.info if restart else log.error)(
+            "%s failed, closing the connection%s: %s", reply.command,
+            " (Kong restarts the instance)" if restart else "", message)
+        self.close()
+
+    def _broken(self, why: str) -> None:
+        """The stream cannot be trusted: close it, and stop an event waiting on it."""
+        log.error("%s", why)
+        with self._lock:
+            waiting, self._pending = self._pending, None
+            event_id = self._pending_event
+        self.close()
+        if waiting is not None:
+            self.runtime.stop_event(event_id, why)
+
+    # ------------------------------------------------------------------ events
+
+    def _send_event(self, reply: _Reply, encoded: _Encoded) -> bool:
+        with self._lock:
+            if self._closed or reply is not self._event:
+                return False
+            call = encoded.call
+            if call is None:
+                self._event = None  # returned, or a terminal call Kong never answers
+            else:
+                # Before the write: the answer may be read the moment the call is out.
+                self._pending = call
+                self._pending_event = encoded.event_id
+            ok = self._write(encoded.data)
+        if not ok:
+            self.connection_lost()
+        return ok
+
+    def _answer(self, payload: bytes) -> None:
+        """Kong's answer to the pending PDK call: resume the event with it."""
+        with self._lock:
+            call, self._pending = self._pending, None
+            event_id, reply = self._pending_event, self._event
+        if call is None or reply is None:
+            return  # closed meanwhile
+        try:
+            value, error = call.decode(payload)
+        except (DecodeError, ValueError, TypeError) as exc:
+            self._broken_during(event_id, f"closing a gateway connection: Kong's answer to "
+                                          f"{call.wire_name} is not a {call.output.type_name}: "
+                                          f"{exc}")
+            return
+        self.runtime.step(event_id, value, error, reply)
+
+    def _broken_during(self, event_id: int, why: str) -> None:
+        log.error("%s", why)
+        self.close()
+        self.runtime.stop_event(event_id, why)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _write(self, data: bytes) -> bool:
+        ok = self.transport.write(data)
+        if not ok:
+            self._closed = True
+        return ok
+
+
+# ---------------------------------------------------------------------- RpcReturn payloads
+
+def _instance_status(message: Any, status: dict[str, Any]) -> None:
+    out = message.instance_status
+    out.name = status.get("Name", "")
+    out.instance_id = status.get("Id", 0)
+    out.started_at = int(status.get("StartTime", 0))
+    # InstanceStatus.config is stored by Kong and never read; go-pdk leaves it empty too.
+
+
+def _plugin_info(message: Any, info: dict[str, Any]) -> None:
+    out = message.plugin_info
+    out.name = info["Name"]
+    out.phases.extend(info["Phases"])
+    out.version = str(info["Version"])
+    out.priority = int(info["Priority"])
+    out.schema = json.dumps(info["Schema"], separators=(",", ":"))
+
+
+def _plugin_names(message: Any, names: list[str]) -> None:
+    message.plugin_names.names.extend(names)

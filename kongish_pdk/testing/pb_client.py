@@ -1,0 +1,444 @@
+"""A client that drives a plugin server over ProtoBuf:1 the way Kong does (``pb_rpc.lua``).
+
+It behaves like one Kong worker's RPC object (kong-protocol.md 3): frames of a 4-byte
+little-endian length and a payload; ``RpcCall.sequence`` counting from 2; a whole event on one
+connection in lockstep (HandleEvent, then for each PDK call a name frame and an args frame
+answered by one frame, until an empty frame and the ``RpcReturn``); connections kept alive
+only after a complete call; ``kong.response.exit`` never answered (the connection is
+abandoned, as when Kong's coroutine yields); an RPC error seen as the connection closing.
+
+PDK calls are resolved like Kong does it: through the ``service Kong`` block of
+``pluginsocket.proto`` (by the Lua-style RPC name), with arguments unwrapped into positional
+values and answers wrapped into the RPC's output message the way ``pb_rpc.lua`` does,
+including its quirks: a ``false`` inside a ``Value`` reads as nil, ``null_value`` as the
+string ``"NULL_VALUE"``, and a nil ``Value`` answer is sent as ``null_value = 1``.
+
+The server side of the project does not share code with this module's conversions on
+purpose, so the tests compare two independent readings of the same ``.proto``.
+Needs the ``protobuf`` extra (import this module directly; ``kongish_pdk.testing`` does not).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import re
+import socket
+import struct
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import struct_pb2
+from google.protobuf.message import Message
+
+from kongish_pdk.protocol.protobuf.messages import pb
+
+_LENGTH = struct.Struct("<I")
+PDKAnswer = Callable[[str, list[Any]], Any]
+
+
+class RemoteClosed(ConnectionError):
+    """The server closed the connection: Kong's error text is ``closed``."""
+
+    def __init__(self, during: str) -> None:
+        super().__init__(f"closed (during {during})")
+
+
+class MethodNotFound(LookupError):
+    """The server asked for a PDK name Kong's .proto does not have (Kong answers 500)."""
+
+
+@dataclass
+class PBEventTrace:
+    """What happened in one event, as Kong saw it."""
+
+    calls: list[tuple[str, list[Any]]] = field(default_factory=list)
+    ended_by: str = "ret"  # "ret", or "kong.response.exit"
+    exit_args: list[Any] | None = None
+    frames: list[bytes] = field(default_factory=list)  # every frame the server sent
+
+    @property
+    def methods(self) -> list[str]:
+        return [m for m, _ in self.calls]
+
+
+# --------------------------------------------------------------------- the service table
+
+def lua_name(rpc: str) -> str:
+    """Kong's ``load_service`` naming rule (kong-protocol.md 3.5)."""
+    name = f"Kong.{rpc}".replace("_", ".")
+    return re.sub(r"([a-z]\d*)([A-Z])", r"\1_\2", name).lower()
+
+
+def service_table() -> dict[str, tuple[str, Any, Any]]:
+    """PDK name -> (RPC name, input class, output class), read from ``service Kong``."""
+    from google.protobuf import symbol_database
+
+    classes = symbol_database.Default()
+    table: dict[str, tuple[str, Any, Any]] = {}
+    service = pb.DESCRIPTOR.services_by_name["Kong"]
+    for method in service.methods:
+        options = method.GetOptions()
+        name = options.Extensions[pb.MethodName] if options.HasExtension(pb.MethodName) else ""
+        table[name or lua_name(method.name)] = (
+            method.name,
+            classes.GetSymbol(method.input_type.full_name),
+            classes.GetSymbol(method.output_type.full_name),
+        )
+    return table
+
+
+# --------------------------------------------------------------------- pb_rpc.lua's wrapping
+
+def _lua_number(value: float) -> int | float:
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
+
+
+def _unwrap_value(value: Any) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "list_value":
+        return [_unwrap_value(v) for v in value.list_value.values]
+    if kind == "struct_value":
+        return _unwrap_struct(value.struct_value)
+    # Lua: v.bool_value or v.string_value or v.number_value or v.null_value
+    if kind == "bool_value" and value.bool_value:
+        return True
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        return _lua_number(value.number_value)
+    if kind == "null_value":
+        return "NULL_VALUE"  # lua-protobuf gives enum names
+    return None
+
+
+def _unwrap_struct(struct_value: Any) -> dict[str, Any]:
+    out = {}
+    for key, item in struct_value.fields.items():
+        value = _unwrap_value(item)
+        if value is not None:  # a nil value leaves no key in a Lua table
+            out[key] = value
+    return out
+
+
+def _entity(message: Message) -> dict[str, Any]:
+    from google.protobuf.json_format import MessageToDict
+
+    out: dict[str, Any] = MessageToDict(message, preserving_proto_field_name=True)
+    return out
+
+
+def _text(data: bytes) -> str | bytes:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
+
+
+def unwrap_args(message: Any) -> list[Any]:
+    """Positional args as Kong's ``pb_unwrap`` hands them to the PDK function."""
+    name = message.DESCRIPTOR.full_name
+    if name == "google.protobuf.Empty":
+        return []
+    if name == "google.protobuf.ListValue":
+        return [_unwrap_value(v) for v in message.values]
+    if name == "google.protobuf.Struct":
+        return [_unwrap_struct(message)]
+    if name == "google.protobuf.Value":
+        return [_unwrap_value(message)]
+    if name == "kong_plugin_protocol.KV":
+        value = _unwrap_value(message.v) if message.HasField("v") else None
+        return [message.k, value]
+    if name == "kong_plugin_protocol.ByteString":
+        return [message.v]
+    if name in ("kong_plugin_protocol.Bool", "kong_plugin_protocol.Int",
+                "kong_plugin_protocol.Number", "kong_plugin_protocol.String"):
+        return [message.v]
+    if name == "kong_plugin_protocol.Target":
+        return [message.host, message.port]
+    if name == "kong_plugin_protocol.ExitArgs":
+        headers = _unwrap_struct(message.headers) if message.HasField("headers") else None
+        return [message.status, _text(message.body), headers]
+    if name == "kong_plugin_protocol.ConsumerSpec":
+        return [message.id, message.by_username]
+    if name == "kong_plugin_protocol.AuthenticateArgs":
+        return [_entity(message.consumer) if message.HasField("consumer") else None,
+                _entity(message.credential) if message.HasField("credential") else None]
+    return [_entity(message)]
+
+
+def _wrap_value(value: Any, out: Any) -> None:
+    if value is None:
+        out.null_value = 1  # pb_rpc.lua: null_value = t == "nil" and 1 (not NULL_VALUE = 0)
+    elif isinstance(value, bool):
+        out.bool_value = value
+    elif isinstance(value, int | float):
+        out.number_value = value
+    elif isinstance(value, str):
+        out.string_value = value
+    elif isinstance(value, bytes):
+        out.string_value = value.decode("utf-8", "surrogateescape")
+    elif isinstance(value, list | tuple):
+        out.list_value.SetInParent()
+        for item in value:
+            _wrap_value(item, out.list_value.values.add())
+    elif isinstance(value, dict):
+        out.struct_value.SetInParent()
+        for key, item in value.items():
+            _wrap_value(item, out.struct_value.fields[key])
+    else:
+        raise TypeError(f"Kong cannot hold a {type(value).__name__}")
+
+
+def wrap_result(output: Any, value: Any) -> bytes:
+    """Kong's answer frame for a PDK result (``pb_wrap``; nil -> an empty frame)."""
+    name = output.DESCRIPTOR.full_name
+    if name == "google.protobuf.Empty":
+        return b""
+    if name == "google.protobuf.Value":
+        message = struct_pb2.Value()
+        _wrap_value(value, message)
+        return bytes(message.SerializeToString())
+    if value is None:
+        return b""
+    if name == "google.protobuf.Struct":
+        message = struct_pb2.Struct()
+        for key, item in value.items():
+            _wrap_value(item, message.fields[key])
+        return bytes(message.SerializeToString())
+    if name == "kong_plugin_protocol.RawBodyResult":
+        return bytes(pb.RawBodyResult(content=value).SerializeToString())
+    if name == "kong_plugin_protocol.UriCapturesResult":
+        message = pb.UriCapturesResult()
+        message.unnamed.extend(_raw(v) for v in value.get("unnamed", []))
+        for key, item in value.get("named", {}).items():
+            message.named[key] = _raw(item)
+        return bytes(message.SerializeToString())
+    if hasattr(output, "DESCRIPTOR") and "v" in output.DESCRIPTOR.fields_by_name:
+        return bytes(output(v=value).SerializeToString())
+    message = output()
+    _fill(message, value)
+    return bytes(message.SerializeToString())
+
+
+def _raw(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogateescape")
+
+
+def _fill(message: Any, mapping: dict[str, Any]) -> None:
+    """lua-protobuf encodes the table's keys that the message has, and ignores the others."""
+    fields = message.DESCRIPTOR.fields_by_name
+    for key, value in mapping.items():
+        descriptor = fields.get(key)
+        if descriptor is None or value is None:
+            continue
+        target = getattr(message, key)
+        if isinstance(value, list):
+            if descriptor.message_type is not None:
+                for item in value:
+                    _fill(target.add(), item)
+            else:
+                target.extend(value)
+        elif isinstance(value, dict):
+            _fill(target, value)
+        else:
+            setattr(message, key, value)
+
+
+# --------------------------------------------------------------------- connections
+
+class PBConnection:
+    """One socket; one call at a time, like a Kong cosocket."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self._buffer = bytearray()
+        self.keepalive = True  # False once Kong would abandon it (exit, errors)
+
+    def send_frames(self, *payloads: bytes) -> None:
+        self.sock.sendall(b"".join(_LENGTH.pack(len(p)) + p for p in payloads))
+
+    def _read(self, n: int, during: str) -> bytes:
+        while len(self._buffer) < n:
+            data = self.sock.recv(256 * 1024)
+            if not data:
+                raise RemoteClosed(during)
+            self._buffer += data
+        out = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return out
+
+    def read_frame(self, during: str = "a read") -> bytes:
+        (size,) = _LENGTH.unpack(self._read(4, during))
+        return self._read(size, during) if size else b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class PBKongClient:
+    """A Kong worker's view of one ProtoBuf:1 plugin server."""
+
+    def __init__(self, socket_path: str, *, timeout: float = 10.0, fast: bool = False) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+        # Benchmarks: skip decoding the arguments (the answer function gets []) and reuse
+        # the encoded answer for the same (method, value), as MsgPack's C encoder saves there.
+        self.fast = fast
+        self._answers: dict[tuple[str, Any], bytes] = {}
+        self._sequence = itertools.count(2)  # Kong's first RpcCall has sequence 2
+        self._free: collections.deque[PBConnection] = collections.deque()
+        self._all: list[PBConnection] = []
+        self._lock = threading.Lock()
+        self.service = service_table()
+
+    @contextmanager
+    def connection(self) -> Iterator[PBConnection]:
+        """Borrow a kept-alive connection (least recently used first), or open one. It goes
+        back to the pool only if the call completed, as ``setkeepalive`` does in Kong."""
+        with self._lock:
+            conn = self._free.popleft() if self._free else None
+        if conn is None:
+            conn = PBConnection(self.socket_path, self.timeout)
+            with self._lock:
+                self._all.append(conn)
+        try:
+            yield conn
+        except BaseException:
+            conn.keepalive = False  # never pool a half-read connection, as Kong would not
+            raise
+        finally:
+            with self._lock:
+                if conn.keepalive:
+                    self._free.append(conn)
+                else:
+                    conn.close()
+                    self._all.remove(conn)
+
+    def warm(self, n: int) -> None:
+        conns = [PBConnection(self.socket_path, self.timeout) for _ in range(n)]
+        with self._lock:
+            self._all.extend(conns)
+            self._free.extend(conns)
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+            self._free.clear()
+
+    def __enter__(self) -> PBKongClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ RPCs
+
+    def _rpc(self, conn: PBConnection, command: str, message: Message) -> tuple[int, Any]:
+        sequence = next(self._sequence)
+        call = pb.RpcCall(sequence=sequence)
+        getattr(call, command).CopyFrom(message)
+        conn.send_frames(call.SerializeToString())
+        return sequence, call
+
+    def _return(self, conn: PBConnection, sequence: int, during: str) -> Any:
+        reply = pb.RpcReturn.FromString(conn.read_frame(during))
+        if reply.sequence != sequence:  # Kong asserts this
+            raise ConnectionError(f"RpcReturn sequence {reply.sequence} != {sequence}")
+        return reply
+
+    def start_instance(self, name: str, config: dict[str, Any] | None = None, *,
+                       seq: int = 1, plugin_id: str | None = None) -> int:
+        full = dict(config or {})
+        plugin_id = plugin_id or str(uuid.uuid4())
+        full.update({"__plugin_id": plugin_id, "__ws_id": "d5a1f4b2-0000-4000-8000-000000000000",
+                     "__key__": f"plugins:{name}::::{plugin_id}", "__seq__": seq})
+        message = pb.CmdStartInstance(name=name, config=json.dumps(full).encode())
+        with self.connection() as conn:
+            sequence, _ = self._rpc(conn, "cmd_start_instance", message)
+            reply = self._return(conn, sequence, "StartInstance")
+        return int(reply.instance_status.instance_id)
+
+    def close_instance(self, instance_id: int) -> Any:
+        with self.connection() as conn:
+            sequence, _ = self._rpc(conn, "cmd_close_instance",
+                                    pb.CmdCloseInstance(instance_id=instance_id))
+            return self._return(conn, sequence, "CloseInstance")
+
+    def call(self, command: str, message: Message) -> Any:
+        """Any other RpcCall (GetPluginNames, GetPluginInfo, GetInstanceStatus)."""
+        with self.connection() as conn:
+            sequence, _ = self._rpc(conn, command, message)
+            return self._return(conn, sequence, command)
+
+    def run_event(self, instance_id: int, phase: str, pdk: PDKAnswer) -> PBEventTrace:
+        """Drive one event to its end on one connection, answering each PDK call with
+        ``pdk(method, args)``. Raises :class:`RemoteClosed` if the server closes (Kong's
+        ``closed``: it would reset the plugin's instances and retry)."""
+        trace = PBEventTrace()
+        with self.connection() as conn:
+            sequence, _ = self._rpc(conn, "cmd_handle_event",
+                                    pb.CmdHandleEvent(instance_id=instance_id, event_name=phase))
+            while True:
+                name_frame = conn.read_frame("HandleEvent")
+                trace.frames.append(name_frame)
+                if not name_frame:
+                    break
+                args_frame = conn.read_frame("a PDK call")
+                trace.frames.append(args_frame)
+                method = name_frame.decode()
+                entry = self.service.get(method)
+                if entry is None:
+                    conn.keepalive = False
+                    raise MethodNotFound(f'method "{method}" not found')
+                _, input_type, output_type = entry
+                if self.fast and method != "kong.response.exit":
+                    conn.send_frames(self._fast_answer(method, output_type, pdk(method, [])))
+                    continue
+                args = unwrap_args(input_type.FromString(args_frame))
+                trace.calls.append((method, args))
+                if method == "kong.response.exit":
+                    # Kong yields the plugin's coroutine: the connection is never used again.
+                    trace.ended_by, trace.exit_args = method, args
+                    conn.keepalive = False
+                    return trace
+                conn.send_frames(wrap_result(output_type, pdk(method, args)))
+            self._return(conn, sequence, "the end of the event")
+        return trace
+
+    def _fast_answer(self, method: str, output_type: Any, value: Any) -> bytes:
+        try:
+            return self._answers[method, value]
+        except KeyError:
+            data = self._answers[method, value] = wrap_result(output_type, value)
+            return data
+        except TypeError:  # unhashable
+            return wrap_result(output_type, value)
+
+    def handle_event(self, start: Callable[[], int], phase: str, pdk: PDKAnswer,
+                     instance_id: int | None = None, retries: int = 3) -> tuple[int, PBEventTrace]:
+        """Kong's ``handle_event``: on ``closed`` (or "no plugin instance") start a new
+        instance and try again; returns the instance id used and the trace."""
+        if instance_id is None:
+            instance_id = start()
+        for _ in range(retries):
+            try:
+                return instance_id, self.run_event(instance_id, phase, pdk)
+            except RemoteClosed:
+                instance_id = start()
+        return instance_id, self.run_event(instance_id, phase, pdk)
+
+    def send_raw(self, data: bytes) -> PBConnection:
+        """A new connection that sends ``data`` and reads nothing (malformed-input tests)."""
+        conn = PBConnection(self.socket_path, self.timeout)
+        conn.sock.sendall(data)
+        return conn
