@@ -13,6 +13,7 @@ import contextlib
 import os
 import select
 import threading
+import time
 from _thread import allocate_lock
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -24,6 +25,9 @@ from kongish_pdk.server.connections import RECV_SIZE, Connection, claim, dispatc
 from kongish_pdk.server.selector_loop import IOLoop
 from kongish_pdk.workers.loop_worker import IOLoopWorker
 from kongish_pdk.workers.pool import ThreadPool
+
+# How long a thread whose handler ended waits for the next request on its connection.
+LINGER = 0.002
 
 # Kong keeps up to 256 pooled connections per nginx worker; each in-flight event holds a
 # thread while it waits for its Step, so the default covers two busy Kong workers.
@@ -84,9 +88,9 @@ class Waiter:
     def wake(self) -> None:
         os.eventfd_write(self.wake_fd, 1)
 
-    def wait(self) -> None:
-        """Block until woken or the connection has data; dispatch that data."""
-        for fd, _ in self._poller.poll():
+    def wait(self, timeout_ms: int | None = None) -> None:
+        """Block until woken or the connection has data (or the timeout); dispatch that data."""
+        for fd, _ in self._poller.poll(timeout_ms):
             if fd == self.wake_fd:
                 with contextlib.suppress(BlockingIOError):
                     os.eventfd_read(self.wake_fd)
@@ -169,16 +173,49 @@ class ThreadExecutor(LocalExecutor):
         return getattr(self._local, "waiter", None) is waiter
 
     def _launch(self, event: Event, run: Callable[[], None]) -> None:
-        self._spawn(self._run_with, claim(event.reply), run)
+        conn = claim(event.reply)
+        if getattr(self._local, "lingering", False) and self._local.next is None:
+            self._local.next = (conn, run)  # this idle thread runs it as soon as dispatch ends
+            return
+        self._spawn(self._run_with, conn, run)
 
     def _run_with(self, conn: Connection | None, run: Callable[[], None]) -> None:
         waiter = self.current_waiter()
-        if conn is not None:
-            waiter.adopt(conn)
         try:
-            run()
+            while True:
+                if conn is not None:
+                    waiter.adopt(conn)
+                run()
+                following = self._linger(waiter)
+                if following is None:
+                    return
+                conn, run = following
         finally:
             waiter.release()
+
+    def _linger(self, waiter: Waiter) -> tuple[Connection | None, Callable[[], None]] | None:
+        """Wait briefly for Kong's next request on our connection and take its event.
+
+        Kong hands a worker's coroutine the connection it just returned, so the request
+        after "ret" usually comes right back here; running it on this thread saves waking a
+        pool thread. Anything else that arrives meanwhile is dispatched as usual.
+        """
+        if waiter.conn is None:
+            return None
+        local = self._local
+        local.lingering, local.next = True, None
+        deadline = time.monotonic() + LINGER
+        try:
+            while local.next is None and waiter.conn is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                waiter.wait(max(1, int(left * 1000)))
+        finally:
+            local.lingering = False
+        following: tuple[Connection | None, Callable[[], None]] | None = local.next
+        local.next = None
+        return following
 
     def resume(self, event: Event, value: Any, error: str | None) -> None:
         event.handle.slot.put((value, error), claim(event.reply))

@@ -55,7 +55,7 @@ def recorded_digest() -> str | None:
 def run_protoc(out_dir: Path) -> str:
     """protoc's Python module for the .proto, post-processed."""
     try:
-        import grpc_tools  # type: ignore[import-untyped]
+        import grpc_tools
         from grpc_tools import protoc
     except ImportError:
         raise SystemExit("regenerating needs grpcio-tools: pip install grpcio-tools") from None
