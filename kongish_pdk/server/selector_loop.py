@@ -14,6 +14,7 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 from kongish_pdk.server import nogil
 from kongish_pdk.server.connections import (
@@ -39,6 +40,7 @@ class IOLoop:
         self._wake_w.setblocking(False)
         self._stopping = False
         self._connections: dict[int, Connection] = {}
+        self._watched: dict[int, Callable[[], None]] = {}  # other descriptors, e.g. -m workers
         self._close_lock = threading.Lock()
         self._receiver = nogil.Receiver(RECV_SIZE)
 
@@ -48,6 +50,16 @@ class IOLoop:
             self._wake_w.send(b"\0")
 
     # ------------------------------------------------------------------ any thread
+
+    def watch(self, fd: int, on_readable: Callable[[], None]) -> None:
+        """Call ``on_readable`` on the loop's thread whenever ``fd`` has data (level-triggered)."""
+        self._watched[fd] = on_readable
+        self._epoll.register(fd, select.EPOLLIN)
+
+    def unwatch(self, fd: int) -> None:
+        if self._watched.pop(fd, None) is not None:
+            with contextlib.suppress(OSError):
+                self._epoll.unregister(fd)
 
     def arm(self, conn: Connection) -> None:
         """Let the loop read ``conn`` again (its current reader gives it back)."""
@@ -90,10 +102,10 @@ class IOLoop:
                         self._accept(listener)
                     elif fd == wake_fd:
                         self._drain_wakeups()
-                    else:
-                        conn = self._connections.get(fd)
-                        if conn is not None:
-                            self._read(conn)
+                    elif (conn := self._connections.get(fd)) is not None:
+                        self._read(conn)
+                    elif (on_readable := self._watched.get(fd)) is not None:
+                        on_readable()
                 now = time.monotonic()
                 if now >= next_tick:
                     ctx.tick()

@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from typing import Any
 
 from kongish_pdk import log as logsetup
@@ -192,7 +192,7 @@ class WorkerProcess:
         self.pool.submit(destroy)
 
 
-def main(conn: Connection, options: ChildOptions) -> None:
+def main(conn: socket.socket, options: ChildOptions) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
     die_with_parent(signal.SIGKILL)  # no server, no reason to live

@@ -1,14 +1,16 @@
-"""The pipe between the server process and a worker process (processes mode).
+"""The channel between the server process and a worker process (processes mode).
 
-Messages are short msgpack arrays ``[kind, ...]`` sent as length-prefixed frames over a
-``multiprocessing`` connection: no pickling per event, and the same string rules as the
-gateway socket, so values Kong sent (even non-UTF-8 ones) cross unchanged.
+A socketpair carrying msgpack arrays ``[kind, ...]``: msgpack delimits its own messages, so a
+message is one send and one read can bring several. No pickling per event, and the same
+string rules as the gateway socket, so values Kong sent (even non-UTF-8 ones) cross
+unchanged. The server's end is read by its I/O loop without blocking; a worker reads its end
+on a thread of its own.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
-from multiprocessing.connection import Connection
 from typing import Any
 
 import msgpack
@@ -26,29 +28,53 @@ CALL = 12  # [CALL, event_id, method, args, terminal]
 RETURN = 13  # [RETURN, event_id]
 FAIL = 14  # [FAIL, event_id, error, traceback]
 
+RECV_SIZE = 64 * 1024
+
 
 class Pipe:
-    """A thread-safe sending end plus a receiving end of one connection."""
+    """One end of the socketpair: thread-safe sending, and reading by one thread at a time."""
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self._lock = threading.Lock()
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(True)
+        self.sock = sock
+        self.fd = sock.fileno()
+        self._send_lock = threading.Lock()
+        self._unpacker = msgpack.Unpacker(raw=False, unicode_errors="surrogateescape",
+                                          strict_map_key=False, read_size=16 * 1024)
 
-    def encode(self, message: list[Any]) -> bytes:
+    @staticmethod
+    def encode(message: list[Any]) -> bytes:
         """Raises TypeError/ValueError/OverflowError for values msgpack cannot carry."""
         data: bytes = msgpack.packb(message, use_bin_type=True, unicode_errors="surrogateescape")
         return data
 
     def send_bytes(self, data: bytes) -> None:
-        with self._lock:
-            self.conn.send_bytes(data)
+        with self._send_lock:
+            self.sock.sendall(data)
 
     def send(self, message: list[Any]) -> None:
         self.send_bytes(self.encode(message))
 
+    def available(self) -> list[list[Any]]:
+        """The messages that have arrived, without waiting; EOFError once the peer is gone."""
+        try:
+            data = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return []
+        if not data:
+            raise EOFError("the other process closed the channel")
+        self._unpacker.feed(data)
+        return list(self._unpacker)
+
     def receive(self) -> list[Any]:
-        """The next message; raises EOFError/OSError when the other side is gone."""
-        data = self.conn.recv_bytes()
-        message: list[Any] = msgpack.unpackb(
-            data, raw=False, unicode_errors="surrogateescape", strict_map_key=False)
-        return message
+        """The next message, waiting for it; EOFError/OSError when the peer is gone."""
+        while True:
+            for message in self._unpacker:
+                return message  # type: ignore[no-any-return]
+            data = self.sock.recv(RECV_SIZE)
+            if not data:
+                raise EOFError("the other process closed the channel")
+            self._unpacker.feed(data)
+
+    def close(self) -> None:
+        self.sock.close()

@@ -13,6 +13,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import socket
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -23,6 +24,7 @@ from kongish_pdk.plugin.source import PluginSource
 from kongish_pdk.runtime.events import Deliver, Event, Executor
 from kongish_pdk.runtime.instances import Instance
 from kongish_pdk.runtime.outcomes import RETURNED, Failed, PDKCall
+from kongish_pdk.server.selector_loop import IOLoop
 from kongish_pdk.workers import process_child
 from kongish_pdk.workers import process_pipe as msg
 from kongish_pdk.workers.loop_worker import IOLoopWorker
@@ -57,6 +59,7 @@ class ProcessExecutor:
         self._turn = itertools.count()  # rotates the choice among equally busy workers
         self._pending: dict[int, tuple[LockSlot, _Child]] = {}  # CONSTRUCT awaiting an answer
         self._blocking = ThreadPool(16, name="kongish-blocking")
+        self._loop: IOLoop | None = None
         self._stopping = False
 
     # ------------------------------------------------------------------ worker processes
@@ -68,16 +71,27 @@ class ProcessExecutor:
                  ", ".join(str(c.process.pid) for c in self._children))
 
     def _spawn(self, index: int) -> _Child:
-        ours, theirs = self._context.Pipe(duplex=True)
+        ours, theirs = socket.socketpair()
         process = self._context.Process(  # type: ignore[attr-defined]
             target=process_child.main, args=(theirs, self._options),
-                                        name=f"kongish-worker-{index}", daemon=True)
+            name=f"kongish-worker-{index}", daemon=True)
         process.start()
         theirs.close()
         child = _Child(index, process, Pipe(ours))
-        threading.Thread(target=self._read, args=(child,), name=f"kongish-pipe-{index}",
-                         daemon=True).start()
+        if self._loop is not None:
+            self._watch(child)
         return child
+
+    def attach(self, loop: IOLoop) -> None:
+        """Read the workers' channels on the I/O loop's thread: a worker's PDK call then goes
+        to Kong from the same thread that reads Kong's Steps, with no hand-off."""
+        self._loop = loop
+        for child in self._children:
+            self._watch(child)
+
+    def _watch(self, child: _Child) -> None:
+        assert self._loop is not None
+        self._loop.watch(child.pipe.fd, lambda: self._readable(child))
 
     def stop_workers(self, timeout: float = 2.0) -> None:
         self._stopping = True
@@ -89,34 +103,41 @@ class ProcessExecutor:
             if child.process.is_alive():
                 child.process.kill()
                 child.process.join(timeout)
+            child.pipe.close()
 
-    def _read(self, child: _Child) -> None:
-        """One thread per worker: outcomes and answers coming back from it."""
-        while True:
-            try:
-                message = child.pipe.receive()
-            except (EOFError, OSError):
-                break
-            kind = message[0]
-            if kind == msg.DONE:
-                waiter = self._pending.pop(message[1], None)
-                if waiter is not None:
-                    waiter[0].put(message[2])
-                continue
-            event = child.events.get(message[1])
-            if event is None:
-                continue
-            if kind == msg.CALL:
-                outcome: PDKCall | Failed | Any = PDKCall(message[2], message[3], message[4])
-            elif kind == msg.FAIL:
-                outcome = Failed(message[2], message[3])
-            else:
-                outcome = RETURNED
-            if kind != msg.CALL:  # the handler is gone from that worker
-                with self._lock:
-                    child.events.pop(event.id, None)
-            self._deliver_safely(event, outcome)
-        self._child_died(child)
+    def _readable(self, child: _Child) -> None:
+        """On the I/O loop's thread: outcomes and answers coming back from a worker."""
+        try:
+            messages = child.pipe.available()
+        except (EOFError, OSError):
+            assert self._loop is not None
+            self._loop.unwatch(child.pipe.fd)
+            child.pipe.close()
+            self._child_died(child)
+            return
+        for message in messages:
+            self._handle(child, message)
+
+    def _handle(self, child: _Child, message: list[Any]) -> None:
+        kind = message[0]
+        if kind == msg.DONE:
+            waiter = self._pending.pop(message[1], None)
+            if waiter is not None:
+                waiter[0].put(message[2])
+            return
+        event = child.events.get(message[1])
+        if event is None:
+            return
+        if kind == msg.CALL:
+            outcome: PDKCall | Failed | Any = PDKCall(message[2], message[3], message[4])
+        elif kind == msg.FAIL:
+            outcome = Failed(message[2], message[3])
+        else:
+            outcome = RETURNED
+        if kind != msg.CALL:  # the handler is gone from that worker
+            with self._lock:
+                child.events.pop(event.id, None)
+        self._deliver_safely(event, outcome)
 
     def _deliver_safely(self, event: Event, outcome: Any) -> None:
         assert self._deliver is not None
@@ -245,6 +266,10 @@ class ProcessWorker(IOLoopWorker):
         self._executor = ProcessExecutor(self.workers, options, self._start_method)
         self._executor.start_workers()
         return self._executor
+
+    def loop_started(self, loop: IOLoop) -> None:
+        if self._executor is not None:
+            self._executor.attach(loop)
 
     def loop_finished(self) -> None:
         if self._executor is not None:
