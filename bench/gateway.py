@@ -153,22 +153,15 @@ def kong_pdk(root: Path, mode: str) -> Iterator[tuple[PluginServer, int] | None]
     prefix = root / f"kong-pdk-{mode}"
     prefix.mkdir()
     plugins = one_plugin_dir(prefix, INCUMBENT_HELLO)
-    command = incumbent.server_command(venv, plugins, prefix, *INCUMBENT_MODES[mode])
     # kong-pdk has no socket-mode option: a umask of 0 lets nginx's workers (nobody) connect
-    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, umask=0)
+    proc = incumbent.start(plugins, prefix, mode, umask=0)
     try:
-        incumbent.wait_for_socket(incumbent.socket_path(prefix), proc)
-        query = f"{command[0]} -d {plugins} --dump-all-plugins"
+        server = venv / "bin" / "kong-python-pluginserver"
+        query = f"{server} -d {plugins} --dump-all-plugins"
         yield (PluginServer(f"kong-pdk-{mode}", str(incumbent.socket_path(prefix)), query),
                proc.pid)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        incumbent.stop(proc)
 
 
 def start_gateway(root: Path, name: str, server: PluginServer | None) -> Gateway:

@@ -6,8 +6,8 @@
 Each round starts every server in turn (the order alternates between rounds, so drift on a
 shared machine hits all alike), drives it for ``--seconds`` with a lean single-process
 Kong-like client (``pb_loadgen.py``: ``--concurrency`` virtual requests running events back
-to back) and stops it by PID. Plugins (``protobuf_plugins/``): ``hello`` (one header read, two
-header writes: 4 RPCs over MsgPack:1) and ``ten`` (ten PDK calls). Besides events/s the
+to back) and stops it by PID. Plugins (``bench/plugins/``): ``bench_hello`` (one header read, two
+header writes: 4 RPCs over MsgPack:1) and ``bench_ten`` (ten PDK calls). Besides events/s the
 server's own CPU time per event (all its threads and processes, from /proc) is reported: it
 depends less on how much CPU the client takes on a 2-core machine. Medians over rounds and
 their ratios are printed and written to ``bench/results/protobuf.json``.
@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -35,14 +34,10 @@ sys.path.insert(0, str(BENCH))
 from pb_loadgen import MsgPackLoad, ProtoBufLoad
 
 from kongish_pdk.testing import start_server
-from tests.support.incumbent import (
-    kong_pdk_venv,
-    server_command,
-    socket_path,
-    wait_for_socket,
-)
+from tests.support import incumbent as incumbent_server
+from tests.support.incumbent import socket_path
 
-PLUGINS = BENCH / "protobuf_plugins"
+PLUGINS = BENCH / "plugins"
 RESULTS = BENCH / "results"
 MODE_FLAGS = {"threads": [], "gevent": ["-g"], "processes": ["-m", "--workers", "2"]}
 TICK = os.sysconf("SC_CLK_TCK")
@@ -85,21 +80,8 @@ def ours(protocol: str, mode: str) -> Callable[[Path], tuple[int, str, Callable[
 
 def incumbent(mode: str) -> Callable[[Path], tuple[int, str, Callable[[], None]]]:
     def start(prefix: Path) -> tuple[int, str, Callable[[], None]]:
-        flags = {"threads": [], "gevent": ["-g"], "processes": ["-m"]}[mode]
-        proc = subprocess.Popen(server_command(kong_pdk_venv(), PLUGINS, prefix, *flags),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                stdin=subprocess.DEVNULL)
-        wait_for_socket(socket_path(prefix), proc)
-
-        def stop() -> None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-
-        return proc.pid, str(socket_path(prefix)), stop
+        proc = incumbent_server.start(PLUGINS, prefix, mode)
+        return proc.pid, str(socket_path(prefix)), lambda: incumbent_server.stop(proc)
 
     return start
 
@@ -128,7 +110,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--plugins", default="hello,ten")
+    parser.add_argument("--plugins", default="bench_hello,bench_ten")
     parser.add_argument("--modes", default="threads", help="threads,gevent,processes")
     parser.add_argument("--no-incumbent", action="store_true")
     args = parser.parse_args()
@@ -150,7 +132,7 @@ def main() -> int:
                                     args.concurrency)
                 rates.setdefault(plugin, {}).setdefault(target.name, []).append(rate)
                 cpus.setdefault(plugin, {}).setdefault(target.name, []).append(cpu)
-                print(f"round {r + 1} {plugin:5} {target.name:19} {rate:7.0f} events/s "
+                print(f"round {r + 1} {plugin:11} {target.name:19} {rate:7.0f} events/s "
                       f"{cpu:6.0f} server-CPU-us/event", flush=True)
 
     summary: dict[str, Any] = {"args": vars(args), "rates": rates, "cpu_us": cpus,
@@ -161,7 +143,7 @@ def main() -> int:
         med_cpu = {n: statistics.median(v) for n, v in cpus[plugin].items()}
         summary["median_rates"][plugin], summary["median_cpu_us"][plugin] = med, med_cpu
         for name, rate in med.items():
-            print(f"median {plugin:5} {name:19} {rate:7.0f} events/s "
+            print(f"median {plugin:11} {name:19} {rate:7.0f} events/s "
                   f"{med_cpu[name]:6.0f} server-CPU-us/event")
         for mode in modes:
             pb, mp = f"protobuf-{mode}", f"msgpack-{mode}"
@@ -171,7 +153,7 @@ def main() -> int:
                 ratios["events/s protobuf/kong-pdk"] = med[pb] / med[f"kong-pdk-{mode}"]
                 ratios["events/s msgpack/kong-pdk"] = med[mp] / med[f"kong-pdk-{mode}"]
             summary["ratios"][f"{plugin} {mode}"] = ratios
-            print(f"ratios {plugin:5} {mode:9} " + "  ".join(
+            print(f"ratios {plugin:11} {mode:9} " + "  ".join(
                 f"{k} {v:.2f}x" for k, v in ratios.items()))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "protobuf.json").write_text(json.dumps(summary, indent=2))

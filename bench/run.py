@@ -57,12 +57,12 @@ SCENARIOS = {
         ("kongish processes", _ours("processes", "--workers", "2")),
         ("kong-pdk processes", _incumbent("processes")),
     ), note="4-RPC hello plugin, concurrency 16"),
-    "many": Scenario("many", "bench_many", 11, 16, (
+    "ten": Scenario("ten", "bench_ten", 11, 16, (
         ("kongish threads", _ours("threads")),
         ("kong-pdk threads", _incumbent("threads")),
         ("kongish gevent", _ours("gevent")),
         ("kong-pdk gevent", _incumbent("gevent")),
-    ), note="10 PDK calls per event (11 RPCs), concurrency 16"),
+    ), note="10 PDK calls of several kinds per event (11 RPCs), concurrency 16"),
     "cpu": Scenario("cpu", "bench_cpu", 3, 8, (
         ("kongish threads", _ours("threads")),
         ("kongish processes", _ours("processes", "--workers", "2")),

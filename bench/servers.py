@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -17,7 +15,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from kongish_pdk.testing import ServerProcess, start_server
 
-from support.incumbent import kong_pdk_venv, server_command, socket_path, wait_for_socket
+from support import incumbent as incumbent_server
+from support.incumbent import socket_path
 from support.procstat import process_tree
 
 PLUGINS = BENCH / "plugins"
@@ -61,14 +60,10 @@ def ours(mode: str, *flags: str) -> Running:
 
 
 def incumbent(mode: str) -> Running:
-    venv = kong_pdk_venv()
     prefix = Path(tempfile.mkdtemp(prefix="kong-pdk-"))
-    proc = subprocess.Popen(server_command(venv, PLUGINS, prefix, *INCUMBENT_FLAGS[mode]),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            stdin=subprocess.DEVNULL)
-    wait_for_socket(socket_path(prefix), proc)
+    proc = incumbent_server.start(PLUGINS, prefix, mode)
     return Running(f"kong-pdk {mode}", str(socket_path(prefix)), proc.pid,
-                   [lambda: _stop_process(proc)])
+                   [lambda: incumbent_server.stop(proc)])
 
 
 def floor() -> Running:
@@ -76,19 +71,4 @@ def floor() -> Running:
     proc = subprocess.Popen([sys.executable, str(BENCH / "floor_server.py"), path],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and "listening" in proc.stdout.readline()
-    return Running("floor", path, proc.pid, [lambda: _stop_process(proc)])
-
-
-def _stop_process(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    tree = process_tree(proc.pid)  # kong-pdk's -m pool children outlive a SIGTERM'd parent
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-    for pid in tree[1:]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    return Running("floor", path, proc.pid, [lambda: incumbent_server.stop(proc)])

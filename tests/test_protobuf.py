@@ -30,6 +30,7 @@ from kongish_pdk.testing.pb_client import (
 )
 
 from conftest import MODE_FLAGS, ROOT, TEST_PLUGINS
+from support.procstat import process_tree, resources
 
 PB_PLUGINS = Path(__file__).resolve().parent / "protobuf_plugins"
 JSON_TYPE = "application/json; charset=utf-8"
@@ -522,13 +523,6 @@ def test_kong_asking_for_an_unknown_method_is_what_kong_would_see(kong: PBKongCl
 # ---------------------------------------------------------------- leaks
 
 
-def _resources(pid: int) -> tuple[int, int]:
-    fds = len(os.listdir(f"/proc/{pid}/fd"))
-    with open(f"/proc/{pid}/status") as status:
-        rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
-    return fds, rss
-
-
 def test_no_growth_across_thousands_of_events(start: PBServers) -> None:
     server = start()
     with PBKongClient(server.socket_path) as kong:
@@ -542,10 +536,10 @@ def test_no_growth_across_thousands_of_events(start: PBServers) -> None:
                 assert kong.run_event(hello, "access", pdk).ended_by == "ret"
 
         burst(500)  # warm up allocators and caches
-        before = _resources(server.pid)
+        before = resources(process_tree(server.pid))
         burst(2500)
         kong.close()
-        after = _resources(server.pid)
+        after = resources(process_tree(server.pid))
     # Closed connections may still be on their way out of the I/O loop: allow a few.
     assert after[0] <= before[0] + 2, f"open fds grew from {before[0]} to {after[0]}"
     assert after[1] - before[1] < 2048, f"RSS grew by {after[1] - before[1]} KiB"

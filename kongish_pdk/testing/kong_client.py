@@ -13,14 +13,11 @@ real wire, and by the benchmarks (with ``fast=True``, msgpack's C encoder).
 
 from __future__ import annotations
 
-import collections
 import itertools
 import json
 import socket
-import threading
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +25,7 @@ import msgpack
 
 from kongish_pdk.pdk.table import BY_NAME, TERMINAL
 from kongish_pdk.testing import luamsgpack
+from kongish_pdk.testing.pool import PooledClient
 
 
 class RemoteError(Exception):
@@ -96,59 +94,20 @@ class Connection:
         self.sock.close()
 
 
-class KongClient:
+class KongClient(PooledClient[Connection]):
     """A Kong worker's view of one plugin server."""
 
     def __init__(self, socket_path: str, *, timeout: float = 10.0, fast: bool = False) -> None:
-        self.socket_path = socket_path
-        self.timeout = timeout
+        super().__init__(socket_path, timeout)
         self.fast = fast
         self._ids = itertools.count(1)
-        self._free: collections.deque[Connection] = collections.deque()
-        self._all: list[Connection] = []
-        self._lock = threading.Lock()
         self.server_pids: list[int] = []
 
-    # ------------------------------------------------------------------ connections
-
-    @contextmanager
-    def connection(self) -> Iterator[Connection]:
-        """Borrow a pooled connection (least recently used first), or open a new one."""
-        with self._lock:
-            conn = self._free.popleft() if self._free else None
-        if conn is None:
-            conn = Connection(self.socket_path, self.timeout, self.fast)
-            with self._lock:
-                self._all.append(conn)
-        try:
-            yield conn
-        except BaseException:
-            conn.close()  # never pool a half-read connection, as Kong would not
-            with self._lock:
-                self._all.remove(conn)
-            raise
-        with self._lock:
-            self._free.append(conn)
-
-    def warm(self, n: int) -> None:
-        """Open ``n`` pooled connections up front (so steps have somewhere to hop to)."""
-        conns = [Connection(self.socket_path, self.timeout, self.fast) for _ in range(n)]
-        with self._lock:
-            self._all.extend(conns)
-            self._free.extend(conns)
-
-    def close(self) -> None:
-        with self._lock:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
-            self._free.clear()
+    def _open(self) -> Connection:
+        return Connection(self.socket_path, self.timeout, self.fast)
 
     def __enter__(self) -> KongClient:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ RPC
 

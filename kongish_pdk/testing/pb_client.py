@@ -20,16 +20,13 @@ Needs the ``protobuf`` extra (import this module directly; ``kongish_pdk.testing
 
 from __future__ import annotations
 
-import collections
 import itertools
 import json
 import re
 import socket
 import struct
-import threading
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +34,7 @@ from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
 from kongish_pdk.protocol.protobuf.messages import pb
+from kongish_pdk.testing.pool import PooledClient
 
 _LENGTH = struct.Struct("<I")
 PDKAnswer = Callable[[str, list[Any]], Any]
@@ -283,63 +281,23 @@ class PBConnection:
         self.sock.close()
 
 
-class PBKongClient:
+class PBKongClient(PooledClient[PBConnection]):
     """A Kong worker's view of one ProtoBuf:1 plugin server."""
 
     def __init__(self, socket_path: str, *, timeout: float = 10.0, fast: bool = False) -> None:
-        self.socket_path = socket_path
-        self.timeout = timeout
+        super().__init__(socket_path, timeout)
         # Benchmarks: skip decoding the arguments (the answer function gets []) and reuse
         # the encoded answer for the same (method, value), as MsgPack's C encoder saves there.
         self.fast = fast
         self._answers: dict[tuple[str, Any], bytes] = {}
         self._sequence = itertools.count(2)  # Kong's first RpcCall has sequence 2
-        self._free: collections.deque[PBConnection] = collections.deque()
-        self._all: list[PBConnection] = []
-        self._lock = threading.Lock()
         self.service = service_table()
 
-    @contextmanager
-    def connection(self) -> Iterator[PBConnection]:
-        """Borrow a kept-alive connection (least recently used first), or open one. It goes
-        back to the pool only if the call completed, as ``setkeepalive`` does in Kong."""
-        with self._lock:
-            conn = self._free.popleft() if self._free else None
-        if conn is None:
-            conn = PBConnection(self.socket_path, self.timeout)
-            with self._lock:
-                self._all.append(conn)
-        try:
-            yield conn
-        except BaseException:
-            conn.keepalive = False  # never pool a half-read connection, as Kong would not
-            raise
-        finally:
-            with self._lock:
-                if conn.keepalive:
-                    self._free.append(conn)
-                else:
-                    conn.close()
-                    self._all.remove(conn)
-
-    def warm(self, n: int) -> None:
-        conns = [PBConnection(self.socket_path, self.timeout) for _ in range(n)]
-        with self._lock:
-            self._all.extend(conns)
-            self._free.extend(conns)
-
-    def close(self) -> None:
-        with self._lock:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
-            self._free.clear()
+    def _open(self) -> PBConnection:
+        return PBConnection(self.socket_path, self.timeout)
 
     def __enter__(self) -> PBKongClient:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ RPCs
 

@@ -6,12 +6,17 @@ repeated runs do not reinstall; it never shares packages with ours.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+from .procstat import process_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENT = "kong-pdk==0.36"
@@ -57,3 +62,32 @@ def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float = 
                     pass
         time.sleep(0.02)
     raise RuntimeError(f"kong-pdk did not listen on {path} within {timeout}s")
+
+
+MODE_FLAGS = {"threads": [], "gevent": ["-g"], "processes": ["-m"]}
+
+
+def start(plugins_dir: Path, prefix: Path, mode: str = "threads",
+          **popen: Any) -> subprocess.Popen[bytes]:
+    """kong-pdk's server in ``mode``, listening (``popen``: extra Popen arguments)."""
+    command = server_command(kong_pdk_venv(), plugins_dir, prefix, *MODE_FLAGS[mode])
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, **popen)
+    wait_for_socket(socket_path(prefix), proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL; and kill the pool children kong-pdk's -m leaves behind."""
+    if proc.poll() is not None:
+        return
+    tree = process_tree(proc.pid)
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+    for pid in tree[1:]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

@@ -1,4 +1,4 @@
-"""Ten PDK calls per event: reads and writes of the kinds a typical plugin makes."""
+# Ten PDK calls per event (11 RPCs): reads and writes of the kinds a typical plugin makes.
 
 Schema = ({"message": {"type": "string"}},)
 version = "0.1.0"
