@@ -5,6 +5,7 @@ Kong's ProtoBuf:1, so they behave the same)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 from pathlib import Path
@@ -44,6 +45,26 @@ def test_hello_sets_a_response_header_from_the_host(e2e: E2E) -> None:
     assert int(resp.header("x-python-pid") or "0") > 0
     echoed = resp.json()  # the upstream answered: access did not end the request
     assert echoed["path"] == "/hello/world"
+
+
+@BOTH_PROTOCOLS
+def test_hello_passes_header_bytes_that_are_not_utf8_through_unchanged(e2e: E2E) -> None:
+    # Kong sends header values as raw bytes (a String or a KV over ProtoBuf:1, a str over
+    # MsgPack:1); the plugin's answer must carry the same bytes back.
+    gw = e2e.gateway({"/hello": [Plugin("py-hello", {"message": "e2e"})]})
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=15)
+    try:
+        conn.putrequest("GET", "/hello", skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", b"caf\xe9\xff")
+        conn.endheaders()
+        resp = conn.getresponse()
+        resp.read()
+    finally:
+        conn.close()
+    assert resp.status == 200
+    # http.client reads header values as latin-1: encoding back gives the bytes on the wire
+    assert resp.getheader("x-hello-from-python", "").encode("latin-1") == (
+        b"Python says e2e to caf\xe9\xff")
 
 
 def test_hello_uses_its_schema_default_when_the_config_is_empty(e2e: E2E) -> None:
