@@ -1,4 +1,5 @@
-"""Run mini-Kong: real nginx + the Lua in ``lua/minikong/`` driving plugin servers over MsgPack:1.
+"""Run mini-Kong: real nginx + the Lua in ``lua/minikong/`` driving plugin servers over
+MsgPack:1 or ProtoBuf:1 (whichever each server's ``--dump`` announces, as Kong does).
 
 Used by the e2e tests (through ``conftest.py``) and by ``bench/gateway.py``. Nothing here
 installs anything: the Debian packages must be present (:func:`missing_prerequisites` says
