@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -27,7 +26,7 @@ sys.path.insert(0, str(BENCH))
 from loadgen import LoadGen
 from servers import PLUGINS, ROOT
 
-from support.incumbent import kong_pdk_venv, server_command
+from support.incumbent import kong_pdk_venv, server_command, wait_for_socket
 
 TOTAL = re.compile(r"Collected : (\d+)")
 
@@ -52,11 +51,7 @@ def instructions(kind: str, events: int) -> int:
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={prefix}/cg.%p", *command],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=prefix,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    deadline = time.monotonic() + 300
-    while not os.path.exists(sock):  # start-up under valgrind takes seconds; nothing to read
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{kind} did not start: {proc.stderr.read() if proc.stderr else ''}")
-        time.sleep(0.2)
+    wait_for_socket(Path(sock), proc, timeout=300)  # start-up under valgrind takes seconds
     load = LoadGen(sock, 16)
     iid = load.start_instance("bench_hello", {})
     load.drive(iid, "access", events=events)

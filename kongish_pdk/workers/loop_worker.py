@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from kongish_pdk.server.selector_loop import IOLoop
+from kongish_pdk.server.io_loop import IOLoop
 from kongish_pdk.workers.base import ServeContext, Worker
 
 

@@ -24,7 +24,7 @@ from kongish_pdk.plugin.source import PluginSource
 from kongish_pdk.runtime.events import Deliver, Event, Executor
 from kongish_pdk.runtime.instances import Instance
 from kongish_pdk.runtime.outcomes import RETURNED, Failed, PDKCall
-from kongish_pdk.server.selector_loop import IOLoop
+from kongish_pdk.server.io_loop import IOLoop
 from kongish_pdk.workers import process_child
 from kongish_pdk.workers import process_pipe as msg
 from kongish_pdk.workers.loop_worker import IOLoopWorker

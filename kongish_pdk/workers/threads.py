@@ -22,7 +22,7 @@ from kongish_pdk.runtime.events import Event, Executor
 from kongish_pdk.runtime.local import LocalExecutor
 from kongish_pdk.server import nogil
 from kongish_pdk.server.connections import RECV_SIZE, Connection, claim, dispatch, recv
-from kongish_pdk.server.selector_loop import IOLoop
+from kongish_pdk.server.io_loop import IOLoop
 from kongish_pdk.workers.loop_worker import IOLoopWorker
 from kongish_pdk.workers.pool import ThreadPool
 
