@@ -7,6 +7,11 @@ socket, which is created ``--socket-mode 0666``), a plugin server started in the
 processes it starts on demand. At the end nginx is stopped first (log timers finish), then
 the server; then nginx's error log must hold no ``[error]``/``[crit]``/``[alert]``/
 ``[emerg]`` line and the server's log no ERROR line beyond those the test declared.
+
+The server speaks MsgPack:1 unless the test asks for the ``protocol`` fixture's other value:
+``@BOTH_PROTOCOLS`` (or ``@pytest.mark.parametrize("protocol", ["protobuf"])``) runs a test
+over ProtoBuf:1 too, with ``--protocol protobuf`` given to the server and to its dump, so
+mini-Kong picks the protocol from the dump as Kong does.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ SKIP_ENV = "KONGISH_SKIP_E2E"
 KEEP_ENV = "KONGISH_E2E_KEEP"  # =1: keep each test's directory (configs, logs) for a look
 RPC_TIMEOUT_MS = 10_000  # Kong waits 60 s; a broken test should fail sooner
 SERVER_FLAGS = ("--socket-mode", "0666", "--event-timeout", "10")
+PROTOCOLS = ("msgpack", "protobuf")  # the server's --protocol choices
+BOTH_PROTOCOLS = pytest.mark.parametrize("protocol", PROTOCOLS)
 
 
 def mode_flags(mode: str) -> list[str]:
@@ -68,9 +75,10 @@ def gateway_prerequisites() -> None:
 class E2E:
     """One test's world: a plugin directory, a plugin server, and any number of gateways."""
 
-    def __init__(self, root: Path, mode: str) -> None:
+    def __init__(self, root: Path, mode: str, protocol: str = "msgpack") -> None:
         self.root = root
         self.mode = mode
+        self.protocol = protocol
         self.plugins_dir = root / "plugins"
         self.kong_prefix = root / "kong"
         self.server: ServerProcess | None = None
@@ -85,11 +93,19 @@ class E2E:
 
     # ------------------------------------------------------------------ plugin server
 
+    @property
+    def protocol_flags(self) -> list[str]:
+        return ["--protocol", self.protocol]
+
+    @property
+    def protobuf(self) -> bool:
+        return self.protocol == "protobuf"
+
     def start_server(self, *flags: str) -> ServerProcess:
         """Our server in this test's mode (Kong's "externally managed" plugin server)."""
         assert self.server is None, "a server is already running"
         self.server = start_server(self.plugins_dir, *mode_flags(self.mode), *SERVER_FLAGS,
-                                   *flags, prefix=str(self.kong_prefix))
+                                   *self.protocol_flags, *flags, prefix=str(self.kong_prefix))
         self._flags = flags
         return self.server
 
@@ -108,13 +124,15 @@ class E2E:
         """The pluginserver entry Kong would have: socket and query_cmd (``--dump``)."""
         assert self.server is not None
         dump = f"--dump-plugin-info {plugin}" if plugin else "--dump-all-plugins"
-        query = f"{sys.executable} -m kongish_pdk.cli -d {self.plugins_dir} {dump}"
+        query = (f"{sys.executable} -m kongish_pdk.cli -d {self.plugins_dir} "
+                 f"--protocol {self.protocol} {dump}")
         return PluginServer(name, self.server.socket_path, query, first_only=plugin is not None)
 
     def supervised_server(self, name: str = "kongish") -> PluginServer:
         """A pluginserver entry with a start_cmd: nginx's worker 0 starts and restarts it."""
         flags = " ".join([*mode_flags(self.mode), *SERVER_FLAGS])
-        base = f"{sys.executable} -m kongish_pdk.cli -d {self.plugins_dir}"
+        base = f"{sys.executable} -m kongish_pdk.cli -d {self.plugins_dir} " \
+               f"--protocol {self.protocol}"
         return PluginServer(name, str(self.kong_prefix / "kongish_pluginserver.socket"),
                             f"{base} --dump-all-plugins",
                             start_cmd=f"{base} -p {self.kong_prefix} {flags}")
@@ -138,7 +156,12 @@ class E2E:
         supervised = any(server.start_cmd for server in gateway_config.servers)
         gateway = Gateway(prefix, gateway_config, workers_as_caller=supervised)
         self.gateways.append(gateway)
-        return gateway.start()
+        gateway.start()
+        # mini-Kong chose the protocol from the dump, as Kong does: make sure it is this one
+        spoken = "ProtoBuf:1" if self.protobuf else "MsgPack:1"
+        assert gateway.log_lines(rf"\[minikong\] pluginserver \S+ speaks {spoken}"), \
+            gateway.error_log()
+        return gateway
 
     def path(self, name: str) -> Path:
         """A file the plugin server may write (log plugins)."""
@@ -171,12 +194,18 @@ def _server_error(line: str, allowed: Sequence[str]) -> bool:
 
 
 @pytest.fixture
-def e2e(gateway_prerequisites: None, mode: str) -> Iterator[E2E]:
+def protocol() -> str:
+    """MsgPack:1 unless a test parametrizes ``protocol`` (``BOTH_PROTOCOLS``)."""
+    return "msgpack"
+
+
+@pytest.fixture
+def e2e(gateway_prerequisites: None, mode: str, protocol: str) -> Iterator[E2E]:
     # A directory of its own, not pytest's tmp_path: that one is private to its owner, and
     # nginx's workers (nobody, when the tests run as root) must reach the sockets inside.
     root = Path(tempfile.mkdtemp(prefix="minikong-"))
     root.chmod(0o755)
-    world = E2E(root, mode)
+    world = E2E(root, mode, protocol)
     try:
         yield world
     finally:

@@ -1,15 +1,18 @@
 """Every example plugin of ``plugins/``, run for real: HTTP in, nginx + Lua mini-Kong, our
-server over MsgPack:1, HTTP out. Each test runs in every concurrency mode."""
+server over MsgPack:1, HTTP out. Each test runs in every concurrency mode; those marked
+``@BOTH_PROTOCOLS`` run over ProtoBuf:1 too (every example plugin's PDK calls have an RPC in
+Kong's ProtoBuf:1, so they behave the same)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import E2E
+from .conftest import BOTH_PROTOCOLS, E2E
 from .minikong import Plugin
 
 pytestmark = pytest.mark.e2e
@@ -33,6 +36,7 @@ def wait_for_lines(path: Path, count: int, timeout: float = 10.0) -> list[dict]:
 # ---------------------------------------------------------------------------- py-hello
 
 
+@BOTH_PROTOCOLS
 def test_hello_sets_a_response_header_from_the_host(e2e: E2E) -> None:
     gw = e2e.gateway({"/hello": [Plugin("py-hello", {"message": "e2e"})]})
     resp = gw.get("/hello/world", {"Host": "api.example.test"})
@@ -41,6 +45,26 @@ def test_hello_sets_a_response_header_from_the_host(e2e: E2E) -> None:
     assert int(resp.header("x-python-pid") or "0") > 0
     echoed = resp.json()  # the upstream answered: access did not end the request
     assert echoed["path"] == "/hello/world"
+
+
+@BOTH_PROTOCOLS
+def test_hello_passes_header_bytes_that_are_not_utf8_through_unchanged(e2e: E2E) -> None:
+    # Kong sends header values as raw bytes (a String or a KV over ProtoBuf:1, a str over
+    # MsgPack:1); the plugin's answer must carry the same bytes back.
+    gw = e2e.gateway({"/hello": [Plugin("py-hello", {"message": "e2e"})]})
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=15)
+    try:
+        conn.putrequest("GET", "/hello", skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", b"caf\xe9\xff")
+        conn.endheaders()
+        resp = conn.getresponse()
+        resp.read()
+    finally:
+        conn.close()
+    assert resp.status == 200
+    # http.client reads header values as latin-1: encoding back gives the bytes on the wire
+    assert resp.getheader("x-hello-from-python", "").encode("latin-1") == (
+        b"Python says e2e to caf\xe9\xff")
 
 
 def test_hello_uses_its_schema_default_when_the_config_is_empty(e2e: E2E) -> None:
@@ -62,6 +86,7 @@ def auth(e2e: E2E):
     })
 
 
+@BOTH_PROTOCOLS
 def test_key_auth_without_a_key_is_401_with_a_challenge(auth) -> None:
     resp = auth.get("/auth/orders")
     assert resp.status == 401, resp
@@ -95,6 +120,7 @@ def test_key_auth_reads_the_key_from_the_query_when_allowed(auth) -> None:
     assert auth.get("/auth/x?apikey=secret-alice").status == 401  # not allowed on /auth
 
 
+@BOTH_PROTOCOLS
 def test_plugins_run_by_priority_and_an_exit_stops_the_rest(e2e: E2E) -> None:
     # key-auth (1250) runs before request-transform (801) and hello (100): its 401 ends the
     # request before the others run, so neither the upstream nor their headers appear.
@@ -118,6 +144,7 @@ def test_plugins_run_by_priority_and_an_exit_stops_the_rest(e2e: E2E) -> None:
 # ---------------------------------------------------------------------------- py-request-transform
 
 
+@BOTH_PROTOCOLS
 def test_request_transform_changes_only_what_the_upstream_receives(e2e: E2E) -> None:
     gw = e2e.gateway({"/rt": [Plugin("py-request-transform", {
         "add_headers": {"x-team": "payments", "x-env": "e2e"},
@@ -151,6 +178,7 @@ def test_request_transform_strips_a_prefix_down_to_the_root(e2e: E2E) -> None:
 # ---------------------------------------------------------------------------- py-response-rewrite
 
 
+@BOTH_PROTOCOLS
 def test_response_rewrite_adds_fields_to_json_bodies(e2e: E2E) -> None:
     gw = e2e.gateway({"/rr": [Plugin("py-response-rewrite",
                                      {"add_fields": {"rewritten": "yes", "by": "python"}})]})
@@ -186,6 +214,7 @@ def test_response_rewrite_sees_the_request_body_reach_the_upstream(e2e: E2E) -> 
 # ---------------------------------------------------------------------------- py-log
 
 
+@BOTH_PROTOCOLS
 def test_log_writes_one_line_per_request_after_the_response(e2e: E2E) -> None:
     sink = e2e.path("requests.jsonl")
     gw = e2e.gateway({
@@ -207,6 +236,7 @@ def test_log_writes_one_line_per_request_after_the_response(e2e: E2E) -> None:
         assert isinstance(entry["latency_ms"], int) and entry["latency_ms"] >= 0
 
 
+@BOTH_PROTOCOLS
 def test_log_without_a_path_writes_to_kongs_error_log(e2e: E2E) -> None:
     gw = e2e.gateway({"/logged": [Plugin("py-log", {"tag": "to-nginx"})]})
     assert gw.get("/logged/z").status == 200

@@ -1,5 +1,7 @@
 """Instances per nginx worker, Kong's recovery paths, and the plugin server restarting under
-traffic while nginx keeps serving."""
+traffic while nginx keeps serving. Tests marked ``@BOTH_PROTOCOLS`` run over ProtoBuf:1
+too, where Kong's recovery path is the connection closing ("closed") instead of the
+"no plugin instance" error, and a failed event is a 500 instead of a skipped plugin."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import E2E
+from .conftest import BOTH_PROTOCOLS, E2E
 from .minikong import Gateway, GatewayError, Plugin, PluginServer, Response
 from .test_example_plugins import wait_for_lines
 
@@ -62,6 +64,7 @@ def test_each_worker_starts_its_own_instance_with_kongs_config_keys(e2e: E2E) ->
     assert sorted(started_instances(e2e, "e2e-probe")) == sorted(m["instance_id"] for m in metas)
 
 
+@BOTH_PROTOCOLS
 def test_an_expired_instance_is_restarted_on_no_plugin_instance(e2e: E2E) -> None:
     gw = e2e.gateway({"/hello": [Plugin("py-hello")]},
                      server_flags=["--instance-idle-timeout", "1"])
@@ -77,7 +80,13 @@ def test_an_expired_instance_is_restarted_on_no_plugin_instance(e2e: E2E) -> Non
     resp = gw.get("/hello")
     assert resp.status == 200
     assert resp.header(HELLO)  # the same request recovered: StartInstance, then the event
-    gw.wait_for_log(r"\[warn\].*py-hello: no plugin instance #\d+; restarting the instance")
+    if e2e.protobuf:
+        # no error reply in ProtoBuf:1: the server closes the connection, Kong reads "closed"
+        gw.wait_for_log(r"\[warn\].*py-hello: HandleEvent: closed; restarting the instance")
+        server.wait_for(r"HandleEvent failed, closing the connection \(Kong restarts the "
+                        r"instance\): no plugin instance")
+    else:
+        gw.wait_for_log(r"\[warn\].*py-hello: no plugin instance #\d+; restarting the instance")
     assert len(started_instances(e2e, "py-hello")) == before + 1
 
 
@@ -153,6 +162,7 @@ class Traffic:
             time.sleep(0.01)  # bounded poll of the traffic thread's progress
 
 
+@BOTH_PROTOCOLS
 def test_restarting_the_plugin_server_under_traffic(e2e: E2E) -> None:
     gw = e2e.gateway({"/hello": [Plugin("py-hello")]})
     # Expected while the server is away: RPCs fail (connect refused, socket gone, connection
@@ -162,7 +172,9 @@ def test_restarting_the_plugin_server_under_traffic(e2e: E2E) -> None:
                     r"\[(crit|error)\].* connect\(\) to unix:\S+ failed "
                     r"\((2: No such file or directory|111: Connection refused)\)",
                     # a pooled connection the stopping server closed with our request unread
-                    r"\[error\].* recv\(\) failed \(104: Connection reset by peer\)")
+                    r"\[error\].* recv\(\) failed \(104: Connection reset by peer\)",
+                    # ... or closed before our request went out
+                    r"\[error\].* send\(\) failed \(32: Broken pipe\)")
     responses_from_both_workers(gw, "/hello")  # both workers hold a cached instance id
     old_pid = e2e.server.pid if e2e.server else 0
     with Traffic(gw, "/hello") as traffic:
@@ -180,16 +192,24 @@ def test_restarting_the_plugin_server_under_traffic(e2e: E2E) -> None:
     assert all(o.status is not None for o in traffic.outcomes), [
         o for o in traffic.outcomes if o.status is None][:3]
     assert before and all(o.status == 200 and o.plugin_ran for o in before)
-    # in the window, Kong (msgpack) lets a request with a cached instance through without the
-    # plugin, and fails one that needs StartInstance
+    # in the window, Kong lets a request with a cached instance through without the plugin
+    # (MsgPack:1) or answers 500 (ProtoBuf:1, fail-closed), and fails one that needs
+    # StartInstance
     assert {o.status for o in during} <= {200, 500}, during
+    if e2e.protobuf:
+        assert all(o.plugin_ran for o in during if o.status == 200), during
     # after the window, no error and the plugin works again, from the first request on
     assert len(after) >= 100
     failed = [o for o in after if o.status != 200 or not o.plugin_ran]
     assert not failed, failed[:5]
-    # the workers noticed the new server (serverPid) and restarted their instances
-    gw.wait_for_log(r"serverPid of kongish changed from \d+ to " + str(server.pid))
     assert len(started_instances(e2e, "py-hello")) >= 1
+    if e2e.protobuf:
+        # no serverPid in ProtoBuf:1: the new server does not know the workers' cached
+        # instance ids, closes the connection, and Kong restarts the instance ("closed")
+        gw.wait_for_log(r"\[warn\].*py-hello: HandleEvent: closed; restarting the instance")
+    else:
+        # the workers noticed the new server (serverPid) and restarted their instances
+        gw.wait_for_log(r"serverPid of kongish changed from \d+ to " + str(server.pid))
 
 
 # ---------------------------------------------------------------------------- start_cmd
@@ -240,6 +260,7 @@ def test_nginx_worker_0_starts_respawns_and_stops_the_plugin_server(e2e: E2E) ->
     assert "successfully stopped pluginserver 'kongish'" in gw.error_log()
 
 
+@BOTH_PROTOCOLS
 def test_concurrent_traffic_through_every_phase(e2e: E2E) -> None:
     # 16 clients at once, each request through access, response and log handlers: every
     # request gets every plugin's effect, and every log line arrives.

@@ -1,19 +1,25 @@
-"""PDK behaviour beyond the example plugins, and what the client sees when a plugin fails."""
+"""PDK behaviour beyond the example plugins, and what the client sees when a plugin fails.
+
+Tests marked ``@BOTH_PROTOCOLS`` run over ProtoBuf:1 too; the PDK functions ProtoBuf:1 has no
+RPC for (``kong.plugin.get_id``, names Kong does not have) are checked to fail closed with
+the server's error naming them."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import pytest
 
-from .conftest import E2E
+from .conftest import BOTH_PROTOCOLS, E2E
 from .minikong import Plugin
 from .test_example_plugins import wait_for_lines
 
 pytestmark = pytest.mark.e2e
 
 RAISED = r"e2e-raise: boom in"
+NODE_ID = "3e2b7c4a-6f1d-4d2e-9a0b-1c2d3e4f5a6b"  # what lua/minikong/pdk.lua answers
 
 
 # ---------------------------------------------------------------------------- the probe
@@ -34,6 +40,7 @@ def test_rewrite_runs_for_global_plugins_and_reaches_the_upstream(probe) -> None
     assert resp.json()["headers"]["x-probe-rewrite"] == "yes"
 
 
+@BOTH_PROTOCOLS
 def test_multimaps_and_add_header(probe) -> None:
     resp = probe.request("GET", "/p/a?tag=x&tag=y&flag",
                          header_list=[("X-Multi", "one"), ("X-Multi", "two")])
@@ -43,8 +50,11 @@ def test_multimaps_and_add_header(probe) -> None:
     assert json.loads(resp.header("x-probe-query") or "") == {"flag": [], "tag": ["x", "y"]}
 
 
+@BOTH_PROTOCOLS
 def test_raw_bodies_travel_as_bytes_both_ways(probe) -> None:
-    body = bytes(range(256)) * 3  # not UTF-8: Kong sends raw bodies as msgpack bin
+    # not UTF-8 (Kong sends raw bodies as msgpack bin, or protobuf bytes), and larger than one
+    # socket read (a ProtoBuf:1 frame arrives in pieces)
+    body = bytes(range(256)) * 300
     resp = probe.request("POST", "/p/body", {"x-probe": "body"}, body)
     assert resp.status == 200, resp
     assert resp.header("x-probe-body-type") == "bytes"
@@ -53,6 +63,7 @@ def test_raw_bodies_travel_as_bytes_both_ways(probe) -> None:
     assert resp.json()["body_md5"] == hashlib.md5(body.upper()).hexdigest()
 
 
+@BOTH_PROTOCOLS
 def test_exit_with_a_bytes_body_ends_the_handler(probe) -> None:
     resp = probe.get("/p/x", {"x-probe": "exit"})
     assert resp.status == 418
@@ -62,15 +73,38 @@ def test_exit_with_a_bytes_body_ends_the_handler(probe) -> None:
     assert resp.header("x-upstream") is None
 
 
+@BOTH_PROTOCOLS
 def test_error_gives_kongs_default_message(probe) -> None:
     resp = probe.get("/p/x", {"x-probe": "error"})
     assert resp.status == 403
     assert resp.json() == {"message": "Forbidden"}
 
 
+@BOTH_PROTOCOLS
 def test_router_entities_come_back_through_step_route(probe) -> None:
     resp = probe.get("/p/x", {"x-probe": "route"})
     assert resp.header("x-probe-route") == "p"
+
+
+@BOTH_PROTOCOLS
+def test_every_kind_of_pdk_answer_reaches_the_plugin(probe) -> None:
+    # Number, Bool (false: written explicitly over ProtoBuf:1), Int, a nil Value, String, an
+    # entity; and log varargs of mixed types (a ListValue over ProtoBuf:1)
+    resp = probe.get("/p/x", {"x-probe": "types"})
+    assert resp.status == 200, resp
+    seen = json.loads(resp.header("x-probe-types") or "")
+    assert seen.pop("http_version") == 1.1
+    assert seen.pop("trusted") is False
+    assert isinstance(seen["client_port"], int) and seen.pop("client_port") > 0
+    started = seen.pop("started")
+    assert isinstance(started, float) and started > 1.7e9
+    route = probe.config
+    assert seen == {
+        "missing": None, "method": "GET", "subsystem": "http", "node_id": NODE_ID,
+        "service": {"id": route.service_id, "name": "echo", "host": "service", "port": 80,
+                    "protocol": "http", "path": "/"},
+    }
+    probe.wait_for_log(r"\[warn\].*\[kong\] \[e2e-probe\] probe types:12\.5true")
 
 
 def test_unknown_pdk_names_are_logged_and_answered_nil(probe) -> None:
@@ -82,7 +116,7 @@ def test_unknown_pdk_names_are_logged_and_answered_nil(probe) -> None:
 
 
 def test_plugin_id_and_kong_metadata_reach_the_instance(e2e: E2E, probe) -> None:
-    resp = probe.get("/p/x")
+    resp = probe.get("/p/x", {"x-probe": "plugin_id"})
     plugin = probe.config.plugins[0]
     assert resp.header("x-probe-plugin-id") == plugin.id
     meta = json.loads(resp.header("x-probe-meta") or "")
@@ -92,6 +126,7 @@ def test_plugin_id_and_kong_metadata_reach_the_instance(e2e: E2E, probe) -> None
     assert isinstance(meta["seq"], int)
 
 
+@BOTH_PROTOCOLS
 def test_log_phase_sees_the_snapshot_and_the_same_ctx_shared(probe) -> None:
     resp = probe.get("/p/logged?q=1", {"x-probe-id": "req-1", "Authorization": "Basic secret"})
     assert resp.status == 200
@@ -131,6 +166,7 @@ def test_log_phase_after_an_exit_sees_the_exit_status(probe) -> None:
 # ---------------------------------------------------------------------------- failures
 
 
+@BOTH_PROTOCOLS
 @pytest.mark.parametrize("phase", ["rewrite", "access", "response"])
 def test_a_raising_plugin_gives_500_under_fail_closed(e2e: E2E, phase: str) -> None:
     e2e.allow_server_errors(RAISED)
@@ -156,6 +192,7 @@ def test_a_raising_plugin_gives_500_under_fail_closed(e2e: E2E, phase: str) -> N
     assert gw.get("/r/y").status == 500
 
 
+@BOTH_PROTOCOLS
 def test_a_raising_plugin_lets_the_request_through_with_on_plugin_error_pass(e2e: E2E) -> None:
     e2e.allow_server_errors(RAISED)
     gw = e2e.gateway({"/r": [Plugin("e2e-raise", {"raise_in": "access"}), Plugin("py-hello")]},
@@ -167,14 +204,46 @@ def test_a_raising_plugin_lets_the_request_through_with_on_plugin_error_pass(e2e
     assert resp.json()["path"] == "/r/x"
 
 
+@BOTH_PROTOCOLS
 def test_a_pdk_call_kong_refuses_fails_the_request_like_kong(e2e: E2E) -> None:
-    # kong.response.set_raw_body is not allowed in access: Kong raises a Lua error, never
-    # answers the call (the server reaps the event later), and the client gets Kong's 500.
+    # kong.service.response.get_raw_body is not allowed in access: Kong raises a Lua error,
+    # never answers the call (over MsgPack:1 the server reaps the event later; over
+    # ProtoBuf:1 the event's connection closes), and the client gets Kong's 500.
     gw = e2e.gateway({"/bad": [Plugin("e2e-probe", {"path": str(e2e.path("x"))})]})
-    gw.allow_errors(r"\[minikong\] e2e-probe access failed: kong\.response\.set_raw_body: "
+    gw.allow_errors(r"\[minikong\] e2e-probe access failed: "
+                    r"kong\.service\.response\.get_raw_body: "
                     r"function cannot be called in access phase")
     resp = gw.get("/bad/x", {"x-probe": "refused"})
     assert resp.status == 500, resp
     assert resp.json() == {"message": "An unexpected error occurred"}
+    assert resp.header("x-probe-after-refused") is None
     gw.wait_for_log(r"\[error\].*function cannot be called in access phase")
     assert gw.get("/bad/y").status == 200  # the next request is served normally
+
+
+@pytest.mark.parametrize("protocol", ["protobuf"])
+@pytest.mark.parametrize(("probe_name", "function"), [
+    ("plugin_id", "kong.plugin.get_id"),
+    ("unknown", "kong.nope.missing_function"),
+])
+def test_a_function_protobuf_cannot_carry_fails_closed_naming_it(
+        e2e: E2E, probe_name: str, function: str) -> None:
+    # ProtoBuf:1 has no RPC for these: the server refuses the call inside the plugin, the
+    # plugin fails, and the server answers Kong's 500 (fail-closed) with a log line that
+    # names the function and the way out (MsgPack:1).
+    named = (rf"{re.escape(function)}\(\) cannot be called over ProtoBuf:1: .*"
+             r"start the server with --protocol msgpack")
+    # in processes mode the plugin gets a PDKError wrapping it (and the parent logs it too)
+    refused = (rf"plugin 'e2e-probe' phase 'access' .* failed \(answering 500\): "
+               rf"(PDKError: {re.escape(function)}: )?NotCarried: {named}")
+    e2e.allow_server_errors(refused, rf"cannot answer the gateway: {named}")
+    gw = e2e.gateway({"/p": [Plugin("e2e-probe", {"path": str(e2e.path("x"))})]})
+    resp = gw.get("/p/x", {"x-probe": probe_name})
+    assert resp.status == 500, resp
+    assert resp.json() == {"message": "An unexpected error occurred"}
+    assert resp.header("content-type") == "application/json; charset=utf-8"
+    assert e2e.server is not None
+    e2e.server.wait_for(refused)
+    ok = gw.get("/p/y")  # the same plugin, without that call, is served normally
+    assert ok.status == 200, ok
+    assert ok.json()["path"] == "/p/y"

@@ -1,14 +1,17 @@
 """Exercises the PDK surface mini-Kong implements beyond the example plugins.
 
 rewrite (global plugins only): kong.ctx.shared, kong.service.request.set_header.
-access: Kong's metadata keys (through ``meta``), kong.plugin.get_id, add_header, multimaps,
-and, chosen by the request header ``x-probe``:
+access: Kong's metadata keys (through ``meta``), add_header, multimaps, and, chosen by the
+request header ``x-probe``:
+  plugin_id kong.plugin.get_id (MsgPack:1 only: ProtoBuf:1 has no RPC for it)
   body     raw request body in (bin) and a changed body out to the upstream
   unknown  a PDK name Kong does not have (Kong logs it and answers nil)
   exit     kong.response.exit with a bytes body and headers
   error    kong.response.error(403)
   route    kong.router.get_route (StepRoute)
   refused  a call Kong refuses in this phase (a Lua error on Kong's side)
+  types    a PDK answer of each scalar type (Number, Bool false, Int, nil Value, ...) and
+           log varargs of mixed types
 log: one JSON line per request to ``path`` with what Kong's log-phase snapshot answers.
 """
 
@@ -37,7 +40,6 @@ class Plugin:
             "plugin_id": meta.plugin_id, "ws_id": meta.ws_id, "key": meta.key, "seq": meta.seq,
             "instance_id": meta.instance_id,
         }))
-        kong.response.set_header("x-probe-plugin-id", kong.plugin.get_id())
         kong.response.add_header("x-probe-multi", "a")
         kong.response.add_header("x-probe-multi", "b")
         headers = kong.request.get_headers()
@@ -48,6 +50,9 @@ class Plugin:
 
     def _none(self, kong):
         pass
+
+    def _plugin_id(self, kong):
+        kong.response.set_header("x-probe-plugin-id", kong.plugin.get_id())
 
     def _body(self, kong):
         body = kong.request.get_raw_body()
@@ -67,7 +72,22 @@ class Plugin:
         kong.response.error(403)
 
     def _refused(self, kong):
-        kong.response.set_raw_body(b"not in access")  # Kong raises: wrong phase
+        kong.service.response.get_raw_body()  # Kong raises: not in access
+        kong.response.set_header("x-probe-after-refused", "must not run")
+
+    def _types(self, kong):
+        kong.log.warn("probe types:", 1, 2.5, True)  # noqa: PLE1205 (Kong varargs)
+        kong.response.set_header("x-probe-types", json.dumps({
+            "http_version": kong.request.get_http_version(),
+            "trusted": kong.ip.is_trusted("127.0.0.1"),
+            "client_port": kong.client.get_port(),
+            "missing": kong.ctx.shared.get("never-set"),
+            "started": kong.nginx.req_start_time(),
+            "method": kong.nginx.get_var("request_method"),
+            "subsystem": kong.nginx.get_subsystem(),
+            "node_id": kong.node.get_id(),
+            "service": kong.router.get_service(),
+        }))
 
     def _route(self, kong):
         route = kong.router.get_route()

@@ -16,6 +16,7 @@
 -- "externally managed", as in Kong: the test harness starts it.
 local cjson = require "cjson.safe"
 local rpc = require "minikong.rpc"
+local pb_rpc = require "minikong.pb_rpc"
 local pdk = require "minikong.pdk"
 local runner = require "minikong.runner"
 local process = require "minikong.process"
@@ -112,11 +113,15 @@ local function query(server)
     fail("pluginserver " .. server.name .. ": failed decoding plugin info: " .. tostring(derr)
          .. " (query_cmd printed: " .. sub(out, 1, 300) .. ")")
   end
+  -- Kong speaks ProtoBuf:1 only when the dump says exactly that, else MsgPack:1; mini-Kong
+  -- refuses a protocol it does not know instead of guessing.
   local protocol = doc.Protocol or "MsgPack:1"
-  if protocol ~= "MsgPack:1" then
+  if protocol ~= "MsgPack:1" and protocol ~= pb_rpc.PROTOCOL then
     fail("pluginserver " .. server.name .. ": protocol " .. tostring(protocol)
          .. " is not spoken by mini-Kong")
   end
+  server.protocol = protocol
+  ngx.log(ngx.NOTICE, "[minikong] pluginserver ", server.name, " speaks ", protocol)
   local list = doc.Plugins or doc
   if server.first_only then
     list = { list[1] } -- Kong 3.9+ reads only the first plugin of a dump
@@ -227,10 +232,15 @@ function _M.init_worker()
   runner.init_worker(shm)
   local rpcs = {}
   for _, server in ipairs(conf.pluginservers) do
-    rpcs[server.name] = rpc.new(server.name, server.socket, {
-      timeout = conf.rpc_timeout_ms,
-      on_server_pid = runner.reset_rpc,
-    })
+    if server.protocol == pb_rpc.PROTOCOL then
+      rpcs[server.name] = pb_rpc.new(server.name, server.socket,
+                                     { timeout = conf.rpc_timeout_ms })
+    else
+      rpcs[server.name] = rpc.new(server.name, server.socket, {
+        timeout = conf.rpc_timeout_ms,
+        on_server_pid = runner.reset_rpc,
+      })
+    end
   end
   local global_plugins, by_route = {}, {}
   for _, plugin in ipairs(conf.plugins) do

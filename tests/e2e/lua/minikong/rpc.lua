@@ -26,9 +26,19 @@ mp.packers["function"] = function(buffer, f) f(buffer) end
 local bin_packer = mp.packers["binary"]
 local map_packer = mp.packers["map"]
 
+-- bin value -> its string, for minikong.pb_rpc (ProtoBuf:1 sends raw bodies as bytes)
+local bin_strings = setmetatable({}, { __mode = "k" })
+
 --- A value that packs as msgpack bin (Kong sends raw bodies as bin since 3.0).
 function _M.bin(s)
-  return function(buffer) bin_packer(buffer, s) end
+  local value = function(buffer) bin_packer(buffer, s) end
+  bin_strings[value] = s
+  return value
+end
+
+--- The string of a value made by bin(), or nil.
+function _M.bin_string(value)
+  return bin_strings[value]
 end
 
 --- An empty table packs as an empty array; this packs as an empty map.

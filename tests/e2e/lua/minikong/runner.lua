@@ -9,7 +9,14 @@
 --                    RPC or transport error is logged and the request goes on without the
 --                    plugin's effect (MsgPack:1 behaviour).
 -- A terminal PDK call (kong.response.exit / error) is never answered: the event simply ends.
+--
+-- ProtoBuf:1 plugin servers (plugin.rpc from minikong.pb_rpc) run the same way with Kong's
+-- pb_rpc differences: the whole event runs inside rpc:handle_event on one connection; an
+-- error containing "closed" (the server's way to refuse, e.g. an unknown instance) also
+-- resets and retries; any other failure logs "pluginserver error" and answers
+-- kong.response.error(500) (Kong 3.8+: ProtoBuf:1 is fail-closed).
 local pdk = require "minikong.pdk"
+local pb_rpc = require "minikong.pb_rpc"
 
 local ngx = ngx
 local type, tostring, unpack, error, pairs = type, tostring, unpack, error, pairs
@@ -17,6 +24,7 @@ local lower, find = string.lower, string.find
 
 local ERR, WARN, NOTICE = ngx.ERR, ngx.WARN, ngx.NOTICE
 local STEP_METHOD, TERMINAL = pdk.STEP_METHOD, pdk.TERMINAL
+local PROTOBUF = pb_rpc.PROTOCOL
 
 local _M = {}
 
@@ -67,6 +75,29 @@ local function usable(info, plugin)
          and info.gen == generation(plugin.name)
 end
 
+local function start_instance(plugin)
+  local rpc = plugin.rpc
+  if rpc.protocol == PROTOBUF then
+    return rpc:start_instance(plugin.name, plugin.config_json)
+  end
+  local status, err = rpc:call("plugin.StartInstance", {
+    Name = plugin.name,
+    Config = plugin.config_json, -- cjson.encode(config) with defaults and Kong's __ keys
+  })
+  if type(status) ~= "table" or status.Id == nil then
+    return nil, err or ("StartInstance answered " .. tostring(status))
+  end
+  return status.Id
+end
+
+local function close_instance(plugin, id)
+  local rpc = plugin.rpc
+  if rpc.protocol == PROTOBUF then
+    return rpc:close_instance(id)
+  end
+  return rpc:call("plugin.CloseInstance", id)
+end
+
 local function get_instance_id(plugin)
   local key = plugin.id
   local info = running[key]
@@ -90,21 +121,17 @@ local function get_instance_id(plugin)
   local gen = generation(plugin.name)
   info = { co = coroutine.running(), plugin = plugin }
   running[key] = info
-  local status, err = plugin.rpc:call("plugin.StartInstance", {
-    Name = plugin.name,
-    Config = plugin.config_json, -- cjson.encode(config) with defaults and Kong's __ keys
-  })
-  if type(status) ~= "table" or status.Id == nil then
+  local id, err = start_instance(plugin)
+  if id == nil then
     running[key] = nil
-    err = err or ("StartInstance answered " .. tostring(status))
     ngx.log(ERR, "[minikong] starting instance: ", err)
     error(err, 0)
   end
-  info.id, info.seq, info.gen, info.co = status.Id, plugin.config.__seq__, gen, nil
-  if old_id ~= nil and old_id ~= status.Id then
-    plugin.rpc:call("plugin.CloseInstance", old_id) -- result and error ignored, as in Kong
+  info.id, info.seq, info.gen, info.co = id, plugin.config.__seq__, gen, nil
+  if old_id ~= nil and old_id ~= id then
+    close_instance(plugin, old_id) -- result and error ignored, as in Kong
   end
-  return status.Id
+  return id
 end
 
 -- Runs the PDK call the server asked for; returns the value to send (nil: Data absent).
@@ -115,7 +142,7 @@ local function call_pdk(rq, method, args)
     return nil
   end
   if type(args) == "table" then
-    return (fn(rq, unpack(args)))
+    return (fn(rq, unpack(args, 1, args.n or #args))) -- n: ProtoBuf:1 args keep their nils
   end
   if args == nil then
     return (fn(rq))
@@ -161,23 +188,40 @@ local function bridge(rq, instance_id)
 end
 
 --- handle_event(rq): run rq.plugin's handler for rq.phase. Lua errors propagate (the caller
---- turns them into Kong's 500); RPC errors are logged and swallowed, as Kong does.
+--- turns them into Kong's 500); RPC errors are logged and swallowed, as Kong does (over
+--- ProtoBuf:1 they answer kong.response.error(500) instead, as Kong 3.8+ does).
 function _M.handle_event(rq)
   local plugin = rq.plugin
+  local protobuf = plugin.rpc.protocol == PROTOBUF
+  local last_err
   for _ = 0, MAX_RESTARTS do
     local instance_id = get_instance_id(plugin)
-    local ok, err = bridge(rq, instance_id)
+    local ok, err
+    if protobuf then
+      ok, err = plugin.rpc:handle_event(rq, instance_id, call_pdk)
+    else
+      ok, err = bridge(rq, instance_id)
+    end
     if ok then
       return true
     end
-    if not find(lower(err), "no plugin instance", 1, true) then
+    local lerr = lower(err)
+    if not (find(lerr, "no plugin instance", 1, true)
+            or protobuf and find(lerr, "closed", 1, true)) then
+      if protobuf then
+        ngx.log(ERR, "[minikong] ", plugin.name, " ", rq.phase, ": pluginserver error: ", err)
+        -- raises in the log phase, as kong.response.error does there
+        pdk.PDK["kong.response.error"](rq, 500)
+        return nil, err
+      end
       ngx.log(ERR, "[minikong] ", plugin.name, " ", rq.phase, ": ", err)
       return nil, err
     end
     ngx.log(WARN, "[minikong] ", plugin.name, ": ", err, "; restarting the instance")
     reset_plugin(plugin.name, err)
+    last_err = err
   end
-  error(plugin.name .. ": still \"no plugin instance\" after " .. MAX_RESTARTS .. " restarts", 0)
+  error(plugin.name .. ": still \"" .. last_err .. "\" after " .. MAX_RESTARTS .. " restarts", 0)
 end
 
 return _M
