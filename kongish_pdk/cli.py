@@ -159,7 +159,8 @@ def _make_worker(args: argparse.Namespace, source: PluginSource) -> Worker:
 
         return ProcessWorker(source, workers=args.workers, threads=args.threads,
                              start_method=args.start_method, verbosity=args.verbose,
-                             log_format=args.log_format)
+                             log_format=args.log_format,
+                             call_check=protocols.CALL_CHECKS.get(args.protocol))
     from kongish_pdk.workers.threads import DEFAULT_THREADS, ThreadWorker
 
     return ThreadWorker(threads=args.threads or DEFAULT_THREADS)

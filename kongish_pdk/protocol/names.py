@@ -14,6 +14,11 @@ _DUMP_NAMES = {MSGPACK: "MsgPack:1", PROTOBUF: "ProtoBuf:1"}
 
 CHOICES = tuple(_DUMP_NAMES)
 
+# Where a worker process finds the protocol's "can Kong be sent this PDK call?" check, as
+# "module:function" (imported only in the worker); none for MsgPack:1, which carries anything
+# msgpack can encode.
+CALL_CHECKS = {PROTOBUF: "kongish_pdk.protocol.protobuf.calls:check"}
+
 
 def protocol_name(choice: str) -> str:
     """``"msgpack"`` -> ``"MsgPack:1"``, ``"protobuf"`` -> ``"ProtoBuf:1"``."""

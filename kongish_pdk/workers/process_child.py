@@ -8,6 +8,7 @@ in-process executor as the threads mode; their outcomes go back to the server ov
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -43,6 +44,15 @@ class ChildOptions:
     lua_style: bool
     verbosity: int
     log_format: str
+    # "module:function" raising if the gateway protocol cannot carry a PDK call, so the
+    # plugin gets the error in its call here, as in the in-process modes.
+    call_check: str | None = None
+
+
+def _import(path: str) -> Callable[[str, list[Any]], None]:
+    module, _, name = path.partition(":")
+    check: Callable[[str, list[Any]], None] = getattr(importlib.import_module(module), name)
+    return check
 
 
 class _NoReply:
@@ -69,6 +79,7 @@ class WorkerProcess:
         self.pool = ThreadPool(options.threads, name="kongish-handler")
         self.executor = LocalExecutor(self.pool.submit, LockSlot, options.lua_style)
         self.executor.bind(self._deliver)
+        self.call_check = _import(options.call_check) if options.call_check else None
         self.instances: dict[int, Instance] = {}
         self.events: dict[int, Event] = {}
         self._lock = threading.Lock()  # instances and events: the reader and handlers share them
@@ -77,6 +88,8 @@ class WorkerProcess:
 
     def _deliver(self, event: Event, outcome: Outcome) -> None:
         if isinstance(outcome, PDKCall):
+            if self.call_check is not None:
+                self.call_check(outcome.method, outcome.args)  # raises in the plugin's call
             message = [msg.CALL, event.id, outcome.method, outcome.args, outcome.terminal]
         elif isinstance(outcome, Failed):
             message = [msg.FAIL, event.id, outcome.error, outcome.traceback]

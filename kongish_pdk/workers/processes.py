@@ -251,18 +251,20 @@ class ProcessWorker(IOLoopWorker):
 
     def __init__(self, source: PluginSource, *, workers: int | None = None,
                  threads: int | None = None, start_method: str = "forkserver",
-                 verbosity: int = 0, log_format: str = "text") -> None:
+                 verbosity: int = 0, log_format: str = "text",
+                 call_check: str | None = None) -> None:
         super().__init__()
         self.workers = workers or os.cpu_count() or 1
         self._source = source
         self._threads = threads or DEFAULT_THREADS
         self._start_method = start_method
         self._logging = (verbosity, log_format)
+        self._call_check = call_check
         self._executor: ProcessExecutor | None = None
 
     def create_executor(self, lua_style: bool) -> Executor:
         options = process_child.ChildOptions(self._source, self._threads, lua_style,
-                                             *self._logging)
+                                             *self._logging, call_check=self._call_check)
         self._executor = ProcessExecutor(self.workers, options, self._start_method)
         self._executor.start_workers()
         return self._executor

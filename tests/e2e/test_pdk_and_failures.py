@@ -233,10 +233,9 @@ def test_a_function_protobuf_cannot_carry_fails_closed_naming_it(
     # names the function and the way out (MsgPack:1).
     named = (rf"{re.escape(function)}\(\) cannot be called over ProtoBuf:1: .*"
              r"start the server with --protocol msgpack")
-    # in processes mode the plugin gets a PDKError wrapping it (and the parent logs it too)
     refused = (rf"plugin 'e2e-probe' phase 'access' .* failed \(answering 500\): "
-               rf"(PDKError: {re.escape(function)}: )?NotCarried: {named}")
-    e2e.allow_server_errors(refused, rf"cannot answer the gateway: {named}")
+               rf"NotCarried: {named}")
+    e2e.allow_server_errors(refused)
     gw = e2e.gateway({"/p": [Plugin("e2e-probe", {"path": str(e2e.path("x"))})]})
     resp = gw.get("/p/x", {"x-probe": probe_name})
     assert resp.status == 500, resp

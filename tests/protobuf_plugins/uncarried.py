@@ -11,6 +11,6 @@ class Plugin:
     def access(self, kong):
         try:
             kong.nginx.get_statistics()
-        except Exception as exc:  # ValueError in-process, PDKError from a worker process
-            kong.log.err(str(exc))
+        except ValueError as exc:  # NotCarried, in every concurrency mode
+            kong.log.err(f"{type(exc).__name__}: {exc}")
         kong.response.set_header("x-after", "still running")

@@ -463,6 +463,11 @@ def _build() -> dict[str, PBCall]:
 CALLS: dict[str, PBCall] = _build()
 
 
+def check(name: str, args: list[Any]) -> None:
+    """Raise (NotCarried, TypeError, ValueError) if this call cannot be sent to Kong."""
+    lookup(name).encode(name, args)
+
+
 def lookup(name: str) -> PBCall:
     """The row of a PDK function; a clear error if ProtoBuf:1 cannot carry it."""
     call = CALLS.get(name)
