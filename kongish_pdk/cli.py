@@ -27,7 +27,7 @@ from kongish_pdk.runtime.runtime import FAIL_CLOSED, PASS, RuntimeOptions
 from kongish_pdk.server.lifecycle import ParentWatch, die_with_parent
 from kongish_pdk.server.listener import ListenerError
 from kongish_pdk.workers.base import Worker
-from kongish_pdk.workers.processes import START_METHODS
+from kongish_pdk.workers.processes import AFFINITY_CHOICES, START_METHODS
 
 log = logging.getLogger("kongish_pdk")
 
@@ -112,7 +112,13 @@ def build_parser(dedicated: str | None = None) -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=None, metavar="N",
                      help="threads mode: handler threads (default 512); -m: threads per worker")
     run.add_argument("--workers", type=int, default=None, metavar="N",
-                     help="-m: worker processes (default: the number of CPUs)")
+                     help="-m: worker processes (default: the number of CPUs this process "
+                          "may use)")
+    run.add_argument("--worker-cpu-affinity", choices=AFFINITY_CHOICES, default="auto",
+                     help="-m: auto pins each worker process to one usable CPU in turn, as "
+                          "nginx's worker_cpu_affinity auto does (a worker never uses more "
+                          "than one core, and pinning keeps its threads from bouncing "
+                          "between cores); off leaves placement to the kernel (default auto)")
     run.add_argument("--start-method", choices=START_METHODS, default="forkserver",
                      help="-m: how worker processes start (default forkserver; plugins are "
                           "loaded again in each worker, so all three work)")
@@ -158,7 +164,8 @@ def _make_worker(args: argparse.Namespace, source: PluginSource) -> Worker:
         from kongish_pdk.workers.processes import ProcessWorker
 
         return ProcessWorker(source, workers=args.workers, threads=args.threads,
-                             start_method=args.start_method, verbosity=args.verbose,
+                             start_method=args.start_method,
+                             cpu_affinity=args.worker_cpu_affinity, verbosity=args.verbose,
                              log_format=args.log_format,
                              call_check=protocols.CALL_CHECKS.get(args.protocol))
     from kongish_pdk.workers.threads import DEFAULT_THREADS, ThreadWorker

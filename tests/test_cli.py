@@ -138,7 +138,8 @@ def test_version_and_help() -> None:
     for flag in ("--kong-prefix", "--socket-name", "--socket-mode", "--dump-plugin-info",
                  "--on-plugin-error", "--event-timeout", "--instance-idle-timeout",
                  "--log-format", "--threads", "--workers", "--lua-style", "--no-lua-style",
-                 "--listen-queue-size", "--gevent", "--multiprocessing", "--start-method"):
+                 "--listen-queue-size", "--gevent", "--multiprocessing", "--start-method",
+                 "--worker-cpu-affinity"):
         assert flag in helptext, flag
 
 
