@@ -6,7 +6,9 @@ Every target is one mini-Kong (2 nginx workers) with a route ``/hello``:
 * ``nginx, no plugin``  the same route with no plugin: mini-Kong's router + proxying only,
                         the ceiling any plugin server can reach on this machine;
 * ``kongish <mode>``    ``plugins/py-hello.py`` on our server, in each concurrency mode that
-                        this checkout has (threads, -g, -m);
+                        this checkout has (threads, -g, -m), over MsgPack:1;
+* ``kongish <mode> ProtoBuf:1``  the same over ProtoBuf:1 (mini-Kong reads the protocol
+                        from the dump and speaks it, as Kong does);
 * ``kong-pdk <mode>``   the same plugin (``bench/incumbent_plugins/py-hello.py``) on kong-pdk
                         0.36 (installed by ``tests/support/incumbent.py``), threads and -g.
 
@@ -129,20 +131,23 @@ def one_plugin_dir(root: Path, plugin: Path) -> Path:
 
 
 @contextmanager
-def kongish(root: Path, mode: str) -> Iterator[tuple[PluginServer, int] | None]:
-    prefix = root / f"kongish-{mode}"
+def kongish(root: Path, mode: str,
+            protocol: str = "msgpack") -> Iterator[tuple[PluginServer, int] | None]:
+    prefix = root / f"kongish-{mode}-{protocol}"
     prefix.mkdir()
     plugins = one_plugin_dir(prefix, HELLO)
     try:
         server = start_server(plugins, *OUR_MODES[mode], "--socket-mode", "0666",
-                              prefix=str(prefix))
+                              "--protocol", protocol, prefix=str(prefix))
     except ServerError as exc:
         print(f"  kongish {mode}: not available in this checkout ({str(exc).splitlines()[0]})")
         yield None
         return
-    query = f"{sys.executable} -m kongish_pdk.cli -d {plugins} --dump-all-plugins"
+    # the dump names the protocol, and mini-Kong speaks what the dump says, as Kong does
+    query = f"{sys.executable} -m kongish_pdk.cli -d {plugins} --protocol {protocol} " \
+            "--dump-all-plugins"
     try:
-        yield PluginServer(f"kongish-{mode}", server.socket_path, query), server.pid
+        yield PluginServer(f"kongish-{mode}-{protocol}", server.socket_path, query), server.pid
     finally:
         server.stop()
 
@@ -229,6 +234,8 @@ def measure(target: Target, args: argparse.Namespace, round_no: int) -> None:
 def build_targets(root: Path, stack: ExitStack, only: str | None) -> list[Target]:
     plans: list[tuple[str, Callable[[], object] | None]] = [("nginx, no plugin", None)]
     plans += [(f"kongish {m}", lambda m=m: kongish(root, m)) for m in OUR_MODES]
+    plans += [(f"kongish {m} ProtoBuf:1", lambda m=m: kongish(root, m, "protobuf"))
+              for m in OUR_MODES]
     plans += [(f"kong-pdk {m}", lambda m=m: kong_pdk(root, m)) for m in INCUMBENT_MODES]
     targets = []
     for name, make in plans:

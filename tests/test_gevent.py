@@ -67,3 +67,48 @@ def test_a_thousand_blocking_handlers_wait_together_on_one_thread(start) -> None
     after = resources(pids)
     assert after[0] <= before[0] + 2, f"open fds grew from {before[0]} to {after[0]}"
     assert after[1] - before[1] < 4096, f"RSS grew by {after[1] - before[1]} KiB"
+
+
+# ---------------------------------------------------------------- handler greenlets
+
+
+def test_handler_greenlets_are_reused_bounded_and_keep_nothing_alive() -> None:
+    import gc
+    import weakref
+
+    from greenlet import getcurrent
+
+    from kongish_pdk.workers.gevent import HandlerGreenlets
+
+    handlers = HandlerGreenlets(keep=1)
+    ran_in: list[object] = []
+    waiting: list[object] = []
+
+    class Request:  # stands for what a finished event's handler referenced
+        pass
+
+    def handler(request: Request, wait: bool) -> None:
+        ran_in.append(getcurrent())
+        if wait:  # like a PDK call: back to whoever started it, until resumed
+            waiting.append(getcurrent())
+            getcurrent().parent.switch()
+
+    gc.disable()  # freed by reference counting alone: nothing parked still points at it
+    try:
+        request = Request()
+        alive = weakref.ref(request)
+        handlers.run_inline(lambda r=request: handler(r, False))
+        del request
+        assert alive() is None
+    finally:
+        gc.enable()
+    handlers.run_inline(lambda: handler(Request(), False))
+    assert ran_in[0] is ran_in[1]  # one greenlet ran both, one after the other
+
+    handlers.run_inline(lambda: handler(Request(), True))  # suspended in its "PDK call"
+    handlers.run_inline(lambda: handler(Request(), True))
+    assert ran_in[2] is ran_in[0] and ran_in[3] is not ran_in[0]  # a second one meanwhile
+    first, second = waiting
+    first.switch()  # both finish; only ``keep`` of them stays parked, the other ends
+    second.switch()
+    assert first.dead != second.dead
