@@ -26,8 +26,9 @@ from kongish_pdk.protocol.msgpack_rpc import DEFAULT_MAX_FRAME
 from kongish_pdk.runtime.runtime import FAIL_CLOSED, PASS, RuntimeOptions
 from kongish_pdk.server.lifecycle import ParentWatch, die_with_parent
 from kongish_pdk.server.listener import ListenerError
+from kongish_pdk.workers import affinity
 from kongish_pdk.workers.base import Worker
-from kongish_pdk.workers.processes import AFFINITY_CHOICES, START_METHODS
+from kongish_pdk.workers.processes import START_METHODS
 
 log = logging.getLogger("kongish_pdk")
 
@@ -114,11 +115,13 @@ def build_parser(dedicated: str | None = None) -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=None, metavar="N",
                      help="-m: worker processes (default: the number of CPUs this process "
                           "may use)")
-    run.add_argument("--worker-cpu-affinity", choices=AFFINITY_CHOICES, default="auto",
-                     help="-m: auto pins each worker process to one usable CPU in turn, as "
-                          "nginx's worker_cpu_affinity auto does (a worker never uses more "
-                          "than one core, and pinning keeps its threads from bouncing "
-                          "between cores); off leaves placement to the kernel (default auto)")
+    run.add_argument("--cpu-affinity", choices=affinity.CHOICES, default="auto",
+                     help="auto pins each process that runs handlers to one CPU: the server "
+                          "in threads mode (the last usable CPU), each worker with -m (the "
+                          "usable CPUs in turn, like nginx's worker_cpu_affinity auto); one "
+                          "GIL never uses more than one core, and pinned, its hand-offs stay "
+                          "on one. gevent runs on one thread and is left alone. off leaves "
+                          "placement to the kernel (default auto)")
     run.add_argument("--start-method", choices=START_METHODS, default="forkserver",
                      help="-m: how worker processes start (default forkserver; plugins are "
                           "loaded again in each worker, so all three work)")
@@ -165,12 +168,13 @@ def _make_worker(args: argparse.Namespace, source: PluginSource) -> Worker:
 
         return ProcessWorker(source, workers=args.workers, threads=args.threads,
                              start_method=args.start_method,
-                             cpu_affinity=args.worker_cpu_affinity, verbosity=args.verbose,
+                             cpu_affinity=args.cpu_affinity, verbosity=args.verbose,
                              log_format=args.log_format,
                              call_check=protocols.CALL_CHECKS.get(args.protocol))
     from kongish_pdk.workers.threads import DEFAULT_THREADS, ThreadWorker
 
-    return ThreadWorker(threads=args.threads or DEFAULT_THREADS)
+    return ThreadWorker(threads=args.threads or DEFAULT_THREADS,
+                        cpu=affinity.server_cpu(args.cpu_affinity))
 
 
 def _serve(args: argparse.Namespace, source: PluginSource, parent: ParentWatch,

@@ -139,7 +139,7 @@ def test_version_and_help() -> None:
                  "--on-plugin-error", "--event-timeout", "--instance-idle-timeout",
                  "--log-format", "--threads", "--workers", "--lua-style", "--no-lua-style",
                  "--listen-queue-size", "--gevent", "--multiprocessing", "--start-method",
-                 "--worker-cpu-affinity"):
+                 "--cpu-affinity"):
         assert flag in helptext, flag
 
 

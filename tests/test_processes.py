@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 
 from kongish_pdk.testing import KongClient, ServerProcess
-from kongish_pdk.workers import processes
 
 from conftest import EXAMPLES, TEST_PLUGINS
 from support.procstat import process_tree, resources
@@ -98,63 +96,3 @@ def test_dump_starts_no_workers(tmp_path) -> None:
                           timeout=30)
     assert done.returncode == 0
     assert "worker processes" not in done.stderr
-
-
-# ---------------------------------------------------------------- CPU affinity
-
-
-def worker_pids(kong: KongClient, workers: int) -> set[int]:
-    iid = kong.start_instance("counter")
-    return {int(hello(kong, iid)["x-pid"]) for _ in range(2 * workers)}
-
-
-def cpus_of(pid: int) -> set[int]:
-    """The CPUs every thread of ``pid`` may run on (one set if they agree)."""
-    masks = {frozenset(os.sched_getaffinity(int(task))) for task in os.listdir(f"/proc/{pid}/task")}
-    assert len(masks) == 1, f"threads of {pid} disagree: {masks}"
-    return set(next(iter(masks)))
-
-
-def test_each_worker_and_its_replacement_is_pinned_to_one_usable_cpu_in_turn(start) -> None:
-    usable = sorted(os.sched_getaffinity(0))
-    server = start(TEST_PLUGINS, "-m", "--workers", "2")
-    with KongClient(server.socket_path) as kong:
-        pinned = {pid: cpus_of(pid) for pid in worker_pids(kong, 2)}
-        assert sorted(cpu for cpus in pinned.values() for cpu in cpus) == \
-            sorted([usable[0], usable[1 % len(usable)]])
-        server.wait_for(r"started 2 worker processes \(\d+ on CPU \d+, \d+ on CPU \d+\)")
-
-        crasher = kong.start_instance("crasher")
-        kong.step(kong.handle_event(crasher, "access")["EventId"], "yes")
-        victim = int(server.wait_for(r"worker process (\d+) exited").group(1))
-        survivors = worker_pids(kong, 2)
-        assert victim not in survivors and len(survivors) == 2
-        (replacement,) = survivors - set(pinned)
-        assert cpus_of(replacement) == pinned[victim]  # the same CPU as the one it replaced
-
-
-def test_affinity_off_leaves_workers_on_every_usable_cpu(start) -> None:
-    server = start(TEST_PLUGINS, "-m", "--workers", "2", "--worker-cpu-affinity", "off")
-    with KongClient(server.socket_path) as kong:
-        for pid in worker_pids(kong, 2):
-            assert cpus_of(pid) == os.sched_getaffinity(server.pid)
-
-
-def test_default_worker_count_is_the_cpus_the_server_may_use(start) -> None:
-    # As in a container limited by a cpuset (or taskset): one usable CPU, one worker.
-    only = min(os.sched_getaffinity(0))
-    mine = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {only})  # inherited by the server started from this thread
-    try:
-        server = start(TEST_PLUGINS, "-m")
-    finally:
-        os.sched_setaffinity(0, mine)
-    server.wait_for(rf"started 1 worker processes \(\d+ on CPU {only}\)")
-    with KongClient(server.socket_path) as kong:
-        assert len(worker_pids(kong, 2)) == 1
-
-
-def test_worker_cpus_take_the_usable_cpus_in_turn(monkeypatch) -> None:
-    monkeypatch.setattr(processes, "usable_cpus", lambda: [2, 5])
-    assert processes.worker_cpus(5, "auto") == [2, 5, 2, 5, 2]
-    assert processes.worker_cpus(2, "off") == [None, None]

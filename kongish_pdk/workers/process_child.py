@@ -30,6 +30,7 @@ from kongish_pdk.runtime.outcomes import Failed, Outcome, PDKCall
 from kongish_pdk.server.lifecycle import die_with_parent
 from kongish_pdk.server.memory import MemoryTrimmer
 from kongish_pdk.workers import process_pipe as msg
+from kongish_pdk.workers.affinity import pin_process
 from kongish_pdk.workers.pool import ThreadPool
 from kongish_pdk.workers.process_pipe import Pipe
 from kongish_pdk.workers.threads import LockSlot
@@ -205,23 +206,13 @@ class WorkerProcess:
         self.pool.submit(destroy)
 
 
-def pin_to(cpu: int) -> None:
-    """Keep this process and the threads it will start on one CPU (threads inherit it)."""
-    for task in os.listdir("/proc/self/task"):  # any thread started before us as well
-        try:
-            os.sched_setaffinity(int(task), {cpu})
-        except OSError as exc:  # a thread that just ended, or a cpuset that changed
-            if int(task) == threading.get_native_id():
-                log.warning("worker %d cannot be pinned to CPU %d: %s", os.getpid(), cpu, exc)
-
-
 def main(conn: socket.socket, options: ChildOptions, cpu: int | None = None) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
     die_with_parent(signal.SIGKILL)  # no server, no reason to live
     logsetup.configure(options.verbosity, options.log_format)
     if cpu is not None:
-        pin_to(cpu)  # before the pipe reader and handler threads exist
+        pin_process(cpu)  # before the pipe reader and handler threads exist
     pipe = Pipe(conn)
     try:
         specs = options.source.load()

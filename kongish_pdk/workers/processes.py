@@ -12,7 +12,6 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
-import os
 import socket
 import threading
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from kongish_pdk.runtime.outcomes import RETURNED, Failed, PDKCall
 from kongish_pdk.server.io_loop import IOLoop
 from kongish_pdk.workers import process_child
 from kongish_pdk.workers import process_pipe as msg
+from kongish_pdk.workers.affinity import usable_cpus, worker_cpus
 from kongish_pdk.workers.loop_worker import IOLoopWorker
 from kongish_pdk.workers.pool import ThreadPool
 from kongish_pdk.workers.process_pipe import Pipe
@@ -35,27 +35,6 @@ from kongish_pdk.workers.threads import DEFAULT_THREADS, LockSlot
 log = logging.getLogger("kongish_pdk.workers")
 
 START_METHODS = ("forkserver", "spawn", "fork")
-AFFINITY_CHOICES = ("auto", "off")
-
-
-def usable_cpus() -> list[int]:
-    """The CPUs this process may run on (a container's cpuset, taskset), in order."""
-    return sorted(os.sched_getaffinity(0))
-
-
-def worker_cpus(workers: int, affinity: str) -> list[int | None]:
-    """The CPU each worker is pinned to: the usable CPUs in turn, like nginx's
-    ``worker_cpu_affinity auto``; ``off`` leaves placement to the kernel.
-
-    A worker runs Python under one GIL, so it never uses more than one core; what pinning
-    removes is the kernel moving its threads between cores at every GIL hand-off, which
-    left cores idle (a fifth more events/s on a CPU-bound plugin; docs/performance.md).
-    """
-    if affinity == "off":
-        return [None] * workers
-    cpus = usable_cpus()
-    return [cpus[index % len(cpus)] for index in range(workers)]
-
 
 @dataclass(eq=False)
 class _Child:

@@ -23,6 +23,7 @@ from kongish_pdk.runtime.local import LocalExecutor
 from kongish_pdk.server import nogil
 from kongish_pdk.server.connections import RECV_SIZE, Connection, claim, dispatch, recv
 from kongish_pdk.server.io_loop import IOLoop
+from kongish_pdk.workers.affinity import pin_process
 from kongish_pdk.workers.loop_worker import IOLoopWorker
 from kongish_pdk.workers.pool import ThreadPool
 
@@ -224,9 +225,10 @@ class ThreadExecutor(LocalExecutor):
 class ThreadWorker(IOLoopWorker):
     name: ClassVar[str] = "threads"
 
-    def __init__(self, threads: int = DEFAULT_THREADS) -> None:
+    def __init__(self, threads: int = DEFAULT_THREADS, cpu: int | None = None) -> None:
         super().__init__()
         self.pool = ThreadPool(threads)
+        self._cpu = cpu  # the one CPU this process runs on (--cpu-affinity), or None
         self._executor: ThreadExecutor | None = None
 
     def create_executor(self, lua_style: bool) -> Executor:
@@ -234,6 +236,8 @@ class ThreadWorker(IOLoopWorker):
         return self._executor
 
     def loop_started(self, loop: IOLoop) -> None:
+        if self._cpu is not None:
+            pin_process(self._cpu)  # handler threads started from here on inherit it
         if self._executor is not None:
             self._executor.loop = loop  # handler threads give connections back to it
 

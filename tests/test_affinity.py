@@ -1,0 +1,89 @@
+"""--cpu-affinity: each process that runs handlers stays on one CPU (workers/affinity.py)."""
+
+from __future__ import annotations
+
+import os
+
+from kongish_pdk.testing import KongClient
+from kongish_pdk.workers import affinity
+
+from conftest import TEST_PLUGINS
+
+
+def hello(kong: KongClient, iid: int) -> dict[str, str]:
+    trace = kong.run_event(iid, "access", lambda m, a: None)
+    return dict(args for method, args in trace.calls if method.endswith("set_header"))
+
+
+def worker_pids(kong: KongClient, workers: int) -> set[int]:
+    iid = kong.start_instance("counter")
+    return {int(hello(kong, iid)["x-pid"]) for _ in range(2 * workers)}
+
+
+def cpus_of(pid: int) -> set[int]:
+    """The CPUs every thread of ``pid`` may run on (one set if they agree)."""
+    masks = {frozenset(os.sched_getaffinity(int(task))) for task in os.listdir(f"/proc/{pid}/task")}
+    assert len(masks) == 1, f"threads of {pid} disagree: {masks}"
+    return set(next(iter(masks)))
+
+
+def test_each_worker_and_its_replacement_is_pinned_to_one_usable_cpu_in_turn(start) -> None:
+    usable = sorted(os.sched_getaffinity(0))
+    server = start(TEST_PLUGINS, "-m", "--workers", "2")
+    with KongClient(server.socket_path) as kong:
+        pinned = {pid: cpus_of(pid) for pid in worker_pids(kong, 2)}
+        assert sorted(cpu for cpus in pinned.values() for cpu in cpus) == \
+            sorted([usable[0], usable[1 % len(usable)]])
+        server.wait_for(r"started 2 worker processes \(\d+ on CPU \d+, \d+ on CPU \d+\)")
+
+        crasher = kong.start_instance("crasher")
+        kong.step(kong.handle_event(crasher, "access")["EventId"], "yes")
+        victim = int(server.wait_for(r"worker process (\d+) exited").group(1))
+        survivors = worker_pids(kong, 2)
+        assert victim not in survivors and len(survivors) == 2
+        (replacement,) = survivors - set(pinned)
+        assert cpus_of(replacement) == pinned[victim]  # the same CPU as the one it replaced
+
+
+def test_affinity_off_leaves_workers_on_every_usable_cpu(start) -> None:
+    server = start(TEST_PLUGINS, "-m", "--workers", "2", "--cpu-affinity", "off")
+    with KongClient(server.socket_path) as kong:
+        for pid in worker_pids(kong, 2):
+            assert cpus_of(pid) == os.sched_getaffinity(server.pid)
+
+
+def test_default_worker_count_is_the_cpus_the_server_may_use(start) -> None:
+    # As in a container limited by a cpuset (or taskset): one usable CPU, one worker.
+    only = min(os.sched_getaffinity(0))
+    mine = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {only})  # inherited by the server started from this thread
+    try:
+        server = start(TEST_PLUGINS, "-m")
+    finally:
+        os.sched_setaffinity(0, mine)
+    server.wait_for(rf"started 1 worker processes \(\d+ on CPU {only}\)")
+    with KongClient(server.socket_path) as kong:
+        assert len(worker_pids(kong, 2)) == 1
+
+
+def test_worker_cpus_take_the_usable_cpus_in_turn(monkeypatch) -> None:
+    monkeypatch.setattr(affinity, "usable_cpus", lambda: [2, 5, 7])
+    assert affinity.worker_cpus(5, "auto") == [2, 5, 7, 2, 5]
+    assert affinity.worker_cpus(2, "off") == [None, None]
+    assert affinity.server_cpu("auto") == 7 and affinity.server_cpu("off") is None
+
+
+def test_threads_mode_server_is_pinned_to_the_last_usable_cpu_and_gevent_is_not(start) -> None:
+    everywhere = os.sched_getaffinity(0)
+    threads = start(TEST_PLUGINS)  # threads mode
+    with KongClient(threads.socket_path) as kong:  # handler threads exist now
+        iid = kong.start_instance("hello")
+        for _ in range(4):
+            kong.run_event(iid, "access", lambda m, a: "h")
+        assert len(os.listdir(f"/proc/{threads.pid}/task")) >= 2  # a handler thread too
+        assert cpus_of(threads.pid) == {max(everywhere)}
+    threads.wait_for(rf"process {threads.pid} pinned to CPU {max(everywhere)}")
+    unpinned = start(TEST_PLUGINS, "--cpu-affinity", "off")
+    assert cpus_of(unpinned.pid) == everywhere
+    gevent = start(TEST_PLUGINS, mode="gevent")  # one thread: nothing to keep together
+    assert cpus_of(gevent.pid) == everywhere
