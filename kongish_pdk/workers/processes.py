@@ -159,7 +159,8 @@ class ProcessExecutor:
         with self._lock:
             orphans = list(child.events.values())
             child.events.clear()
-            waiting = [slot for slot, owner in self._pending.values() if owner is child]
+            dead = [request for request, (_, owner) in self._pending.items() if owner is child]
+            waiting = [self._pending.pop(request)[0] for request in dead]
         for slot in waiting:
             slot.put(f"worker process {child.process.pid} exited ({code})")
         if self._stopping:
@@ -193,7 +194,8 @@ class ProcessExecutor:
         try:
             child.pipe.send([kind, request, *args])
         except OSError:
-            self._pending.pop(request, None)
+            with self._lock:
+                self._pending.pop(request, None)
             return f"worker process {child.process.pid} is gone"
         answer: str | None = slot.take()
         return answer
