@@ -23,7 +23,7 @@ from kongish_pdk import log as logsetup
 from kongish_pdk.plugin.source import PluginSource
 from kongish_pdk.plugin.spec import PluginSpec
 from kongish_pdk.runtime.events import Event
-from kongish_pdk.runtime.handler import failure
+from kongish_pdk.runtime.handler import LockSlot, failure
 from kongish_pdk.runtime.instances import Instance, split_config
 from kongish_pdk.runtime.local import LocalExecutor
 from kongish_pdk.runtime.outcomes import Failed, Outcome, PDKCall
@@ -33,7 +33,6 @@ from kongish_pdk.workers import process_pipe as msg
 from kongish_pdk.workers.affinity import pin_process
 from kongish_pdk.workers.pool import ThreadPool
 from kongish_pdk.workers.process_pipe import Pipe
-from kongish_pdk.workers.threads import LockSlot
 
 log = logging.getLogger("kongish_pdk.workers")
 

@@ -35,26 +35,6 @@ LINGER = 0.002
 DEFAULT_THREADS = 512
 
 
-class LockSlot:
-    """A plain one-value hand-off between threads (used where no connection follows)."""
-
-    __slots__ = ("_lock", "_value")
-
-    def __init__(self) -> None:
-        self._lock = allocate_lock()
-        self._lock.acquire()
-        self._value: Any = None
-
-    def put(self, value: Any) -> None:
-        self._value = value
-        self._lock.release()
-
-    def take(self) -> Any:
-        self._lock.acquire()
-        value, self._value = self._value, None
-        return value
-
-
 class Waiter:
     """A handler thread's way to wait: its own wake-up eventfd, plus the connection it reads."""
 
