@@ -210,8 +210,7 @@ def main(conn: socket.socket, options: ChildOptions, cpu: int | None = None) -> 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
     die_with_parent(signal.SIGKILL)  # no server, no reason to live
     logsetup.configure(options.verbosity, options.log_format)
-    if cpu is not None:
-        pin_process(cpu)  # before the pipe reader and handler threads exist
+    pin_process(cpu)  # before the pipe reader and handler threads exist
     pipe = Pipe(conn)
     try:
         specs = options.source.load()

@@ -23,7 +23,7 @@ from kongish_pdk.runtime.local import LocalExecutor
 from kongish_pdk.server import nogil
 from kongish_pdk.server.connections import RECV_SIZE, Connection, claim, dispatch, recv
 from kongish_pdk.server.io_loop import IOLoop
-from kongish_pdk.workers.affinity import pin_process
+from kongish_pdk.workers.affinity import pin_process, server_cpu
 from kongish_pdk.workers.loop_worker import IOLoopWorker
 from kongish_pdk.workers.pool import ThreadPool
 
@@ -205,10 +205,10 @@ class ThreadExecutor(LocalExecutor):
 class ThreadWorker(IOLoopWorker):
     name: ClassVar[str] = "threads"
 
-    def __init__(self, threads: int = DEFAULT_THREADS, cpu: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, cpu_affinity: str = "auto") -> None:
         super().__init__()
-        self.pool = ThreadPool(threads)
-        self._cpu = cpu  # the one CPU this process runs on (--cpu-affinity), or None
+        self.pool = ThreadPool(threads or DEFAULT_THREADS)
+        self._cpu = server_cpu(cpu_affinity)  # the one CPU this process runs on, or None
         self._executor: ThreadExecutor | None = None
 
     def create_executor(self, lua_style: bool) -> Executor:
@@ -216,8 +216,7 @@ class ThreadWorker(IOLoopWorker):
         return self._executor
 
     def loop_started(self, loop: IOLoop) -> None:
-        if self._cpu is not None:
-            pin_process(self._cpu)  # handler threads started from here on inherit it
+        pin_process(self._cpu)  # handler threads started from here on inherit it
         if self._executor is not None:
             self._executor.loop = loop  # handler threads give connections back to it
 
