@@ -205,7 +205,7 @@ class WorkerProcess:
         self.pool.submit(destroy)
 
 
-def main(conn: socket.socket, options: ChildOptions, cpu: int | None = None) -> None:
+def main(conn: socket.socket, options: ChildOptions, cpu: int | None) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
     die_with_parent(signal.SIGKILL)  # no server, no reason to live

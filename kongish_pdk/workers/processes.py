@@ -47,12 +47,11 @@ class _Child:
 
 
 class ProcessExecutor:
-    def __init__(self, workers: int, options: process_child.ChildOptions,
-                 start_method: str, cpus: list[int | None] | None = None) -> None:
+    def __init__(self, options: process_child.ChildOptions, start_method: str,
+                 cpus: list[int | None]) -> None:
         self._options = options
         self._context = multiprocessing.get_context(start_method)
-        self._count = workers
-        self._cpus = cpus or [None] * workers  # a replacement keeps its predecessor's CPU
+        self._cpus = cpus  # one per worker; a replacement keeps its predecessor's CPU
         self._children: list[_Child] = []
         self._lock = threading.Lock()
         self._deliver: Deliver | None = None
@@ -66,9 +65,9 @@ class ProcessExecutor:
     # ------------------------------------------------------------------ worker processes
 
     def start_workers(self) -> None:
-        for index in range(self._count):
+        for index in range(len(self._cpus)):
             self._children.append(self._spawn(index))
-        log.info("started %d worker processes (%s)", self._count, ", ".join(
+        log.info("started %d worker processes (%s)", len(self._cpus), ", ".join(
             f"{c.process.pid}" + ("" if cpu is None else f" on CPU {cpu}")
             for c, cpu in zip(self._children, self._cpus, strict=True)))
 
@@ -271,7 +270,7 @@ class ProcessWorker(IOLoopWorker):
     def create_executor(self, lua_style: bool) -> Executor:
         options = process_child.ChildOptions(self._source, self._threads, lua_style,
                                              *self._logging, call_check=self._call_check)
-        self._executor = ProcessExecutor(self.workers, options, self._start_method,
+        self._executor = ProcessExecutor(options, self._start_method,
                                          worker_cpus(self.workers, self._cpu_affinity))
         self._executor.start_workers()
         return self._executor
