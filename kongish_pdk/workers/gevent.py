@@ -29,14 +29,12 @@ from greenlet import getcurrent, greenlet
 
 from kongish_pdk.runtime.events import Event, Executor
 from kongish_pdk.runtime.local import LocalExecutor
-from kongish_pdk.server.connections import BaseTransport
+from kongish_pdk.server.connections import RECV_SIZE, BaseTransport
 from kongish_pdk.workers.base import DRAIN_POLL, ServeContext, Worker
 
 log = logging.getLogger("kongish_pdk.workers")
 
 _select = monkey.get_original("select", "select")
-
-RECV_SIZE = 64 * 1024  # not more: see kongish_pdk/server/connections.py
 
 
 class GreenletSlot:
