@@ -129,23 +129,26 @@ class WorkerProcess:
                 return
             handlers[message[0]](*message[1:])
 
-    def _instance(self, instance_id: int, plugin: str, config: dict[str, Any]) -> Instance:
+    def _create(self, instance_id: int, plugin: str, config: dict[str, Any]) -> Instance:
+        """Create this worker's Plugin object for an instance (on a pool thread: __init__ may
+        block) and register it; raises what __init__ raised. If another thread registered
+        the instance meanwhile, that one stays and is returned."""
         spec = self.specs[plugin]
         user_config, meta = split_config(config, instance_id)
-        return Instance(instance_id, spec, config, spec.make_config(user_config), meta,
-                        time.time(), time.monotonic())
+        instance = Instance(instance_id, spec, config, spec.make_config(user_config), meta,
+                            time.time(), time.monotonic())
+        self.executor.construct(instance)
+        with self._lock:
+            return self.instances.setdefault(instance_id, instance)
 
     def _construct(self, request_id: int, instance_id: int, plugin: str,
                    config: dict[str, Any]) -> None:
         def construct() -> None:
             try:
-                instance = self._instance(instance_id, plugin, config)
-                self.executor.construct(instance)
+                self._create(instance_id, plugin, config)
             except Exception as exc:
                 self.pipe.send([msg.DONE, request_id, f"{type(exc).__name__}: {exc}"])
                 return
-            with self._lock:
-                self.instances[instance_id] = instance
             self.pipe.send([msg.DONE, request_id, None])
 
         self.pool.submit(construct)
@@ -161,16 +164,13 @@ class WorkerProcess:
         def construct_then_run() -> None:
             # The first event for this instance in this worker: create our own Plugin object.
             try:
-                fresh = self._instance(instance_id, plugin, config or {})
-                self.executor.construct(fresh)
+                current = self._create(instance_id, plugin, config or {})
             except Exception as exc:
                 failed = failure(exc)
                 self.pipe.send([msg.FAIL, event_id,
                                 f"plugin failed to start in worker {os.getpid()}: {failed.error}",
                                 failed.traceback])
                 return
-            with self._lock:
-                current = self.instances.setdefault(instance_id, fresh)
             self._run(event_id, current, phase)
 
         self.pool.submit(construct_then_run)
