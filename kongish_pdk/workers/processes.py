@@ -37,6 +37,13 @@ log = logging.getLogger("kongish_pdk.workers")
 
 START_METHODS = ("forkserver", "spawn", "fork")
 
+def _known(instance: Instance) -> set[int]:
+    """The workers (by index) that were given this instance's config, so they have created
+    its Plugin object or will on the event they were sent."""
+    known: set[int] = instance.executor_state.setdefault("known", set())
+    return known
+
+
 @dataclass(eq=False)
 class _Child:
     index: int
@@ -207,11 +214,11 @@ class ProcessExecutor:
                               instance.config)
         if error is not None:
             raise RuntimeError(error)
-        instance.executor_state.setdefault("known", set()).add(child.index)
+        _known(instance).add(child.index)
 
     def destroy(self, instance: Instance) -> None:
         """Close the plugin in every worker that created it; returns when all have."""
-        for index in sorted(instance.executor_state.get("known", ())):
+        for index in sorted(_known(instance)):
             child = self._children[index]
             if child.alive:
                 self._request(child, msg.DESTROY, instance.id)
@@ -219,7 +226,7 @@ class ProcessExecutor:
     def start(self, event: Event) -> None:
         instance = event.instance
         child = self._least_busy()
-        known: set[int] = instance.executor_state.setdefault("known", set())
+        known = _known(instance)
         config = None if child.index in known else instance.config
         known.add(child.index)
         with self._lock:
