@@ -37,6 +37,7 @@ log = logging.getLogger("kongish_pdk.workers")
 
 START_METHODS = ("forkserver", "spawn", "fork")
 
+
 def _known(instance: Instance) -> set[int]:
     """The workers (by index) that were given this instance's config, so they have created
     its Plugin object or will on the event they were sent."""

@@ -96,7 +96,6 @@ class Waiter:
             self.conn = None
 
 
-
 class ConnectionSlot:
     """A Step's value for a waiting handler, optionally with the connection it came on."""
 
