@@ -58,8 +58,6 @@ def _import(path: str) -> Callable[[str, list[Any]], None]:
 class _NoReply:
     """Events in a worker answer through the pipe, never through a Reply."""
 
-    transport = None
-
     def result(self, value: Any) -> None:
         raise AssertionError("unused in a worker process")
 
