@@ -171,10 +171,9 @@ def _make_worker(args: argparse.Namespace, source: PluginSource) -> Worker:
                              cpu_affinity=args.cpu_affinity, verbosity=args.verbose,
                              log_format=args.log_format,
                              call_check=protocols.CALL_CHECKS.get(args.protocol))
-    from kongish_pdk.workers.threads import DEFAULT_THREADS, ThreadWorker
+    from kongish_pdk.workers.threads import ThreadWorker
 
-    return ThreadWorker(threads=args.threads or DEFAULT_THREADS,
-                        cpu=affinity.server_cpu(args.cpu_affinity))
+    return ThreadWorker(threads=args.threads, cpu_affinity=args.cpu_affinity)
 
 
 def _serve(args: argparse.Namespace, source: PluginSource, parent: ParentWatch,

@@ -87,3 +87,18 @@ def test_threads_mode_server_is_pinned_to_the_last_usable_cpu_and_gevent_is_not(
     assert cpus_of(unpinned.pid) == everywhere
     gevent = start(TEST_PLUGINS, mode="gevent")  # one thread: nothing to keep together
     assert cpus_of(gevent.pid) == everywhere
+
+
+def test_threads_worker_resolves_its_options_and_pin_process_none_is_a_no_op(monkeypatch) -> None:
+    from kongish_pdk.workers.threads import DEFAULT_THREADS, ThreadWorker
+
+    monkeypatch.setattr(affinity, "usable_cpus", lambda: [2, 5, 7])
+    assert ThreadWorker()._cpu == 7 and ThreadWorker(cpu_affinity="off")._cpu is None
+    assert ThreadWorker().pool.max_threads == DEFAULT_THREADS
+    assert ThreadWorker(threads=3).pool.max_threads == 3
+
+    def refuse(*_: object) -> None:
+        raise AssertionError("pin_process(None) must not touch the affinity")
+
+    monkeypatch.setattr(os, "sched_setaffinity", refuse)
+    affinity.pin_process(None)

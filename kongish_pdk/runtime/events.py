@@ -43,11 +43,6 @@ class Reply(Protocol):
     """Answers one request. Event answers are encoded first, so a value the protocol cannot
     carry raises in the plugin's PDK call before any state changes."""
 
-    @property
-    def transport(self) -> Any:
-        """The connection the answer goes out on (a worker may route by it)."""
-        ...
-
     def result(self, value: Any) -> None: ...
 
     def error(self, message: str) -> None: ...

@@ -157,11 +157,12 @@ def dispatch(conn: Connection, data: bytes) -> None:
         _reading.conn = previous
 
 
-def claim(reply: Any) -> Connection | None:
+def claim(reply: object) -> Connection | None:
     """Take over reading the connection the request being dispatched came from.
 
     ``reply`` is the request's Reply; it is only claimed if it answers on the connection the
-    current thread is dispatching, and only once.
+    current thread is dispatching (the codecs' replies say which in ``transport``; the
+    runtime's Reply protocol does not need it), and only once.
     """
     conn: Connection | None = getattr(_reading, "conn", None)
     if conn is None or conn.claimed or getattr(reply, "transport", None) is not conn.transport:

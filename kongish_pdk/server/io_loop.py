@@ -24,7 +24,7 @@ from kongish_pdk.server.connections import (
     dispatch,
     recv,
 )
-from kongish_pdk.workers.base import ServeContext
+from kongish_pdk.workers.base import DRAIN_POLL, ServeContext
 
 log = logging.getLogger("kongish_pdk.server")
 
@@ -96,7 +96,7 @@ class IOLoop:
         draining = False
         try:
             while True:
-                timeout = 0.05 if draining else max(0.0, next_tick - time.monotonic())
+                timeout = DRAIN_POLL if draining else max(0.0, next_tick - time.monotonic())
                 for fd, _ in self._epoll.poll(timeout):
                     if fd == listen_fd:
                         self._accept(listener)

@@ -39,8 +39,11 @@ def worker_cpus(workers: int, affinity: str) -> list[int | None]:
     return [cpus[index % len(cpus)] for index in range(workers)]
 
 
-def pin_process(cpu: int) -> None:
-    """Keep this process on one CPU: its threads now, and the threads they start later."""
+def pin_process(cpu: int | None) -> None:
+    """Keep this process on one CPU: its threads now, and the threads they start later.
+    ``None`` (``--cpu-affinity off``) leaves placement to the kernel."""
+    if cpu is None:
+        return
     for task in os.listdir("/proc/self/task"):
         try:
             os.sched_setaffinity(int(task), {cpu})

@@ -22,6 +22,8 @@ from kongish_pdk.server.memory import MemoryTrimmer
 
 log = logging.getLogger("kongish_pdk.server")
 
+DRAIN_POLL = 0.05  # seconds between checks of ctx.drained() while stopping
+
 
 class Session(Protocol):
     """A protocol session on one connection (sans-IO): bytes in, writes through a Transport."""
@@ -48,10 +50,14 @@ class ServeContext:
     _drain_deadline: float | None = field(default=None, init=False)
 
     def tick(self) -> None:
-        self.runtime.tick()
-        self.memory.tick(idle=self.runtime.in_flight() == 0)
-        if self.extra_tick is not None:
-            self.extra_tick()
+        """Housekeeping, every ``tick_interval``; a failure is logged, never raised."""
+        try:
+            self.runtime.tick()
+            self.memory.tick(idle=self.runtime.in_flight() == 0)
+            if self.extra_tick is not None:
+                self.extra_tick()
+        except Exception:
+            log.exception("housekeeping failed")
 
     def begin_drain(self) -> None:
         if self._drain_deadline is None:

@@ -29,14 +29,12 @@ from greenlet import getcurrent, greenlet
 
 from kongish_pdk.runtime.events import Event, Executor
 from kongish_pdk.runtime.local import LocalExecutor
-from kongish_pdk.server.connections import BaseTransport
-from kongish_pdk.workers.base import ServeContext, Worker
+from kongish_pdk.server.connections import RECV_SIZE, BaseTransport
+from kongish_pdk.workers.base import DRAIN_POLL, ServeContext, Worker
 
 log = logging.getLogger("kongish_pdk.workers")
 
 _select = monkey.get_original("select", "select")
-
-RECV_SIZE = 64 * 1024  # not more: see kongish_pdk/server/connections.py
 
 
 class GreenletSlot:
@@ -157,7 +155,7 @@ class GeventWorker(Worker):
         acceptor.kill()
         ctx.listener.close()
         while not ctx.drained():
-            gevent.sleep(0.05)
+            gevent.sleep(DRAIN_POLL)
         ticker.kill()
         ctx.finish()
         for sock in list(self._connections):
@@ -170,10 +168,7 @@ class GeventWorker(Worker):
     def _tick(self, ctx: ServeContext) -> None:
         while True:
             gevent.sleep(ctx.tick_interval)
-            try:
-                ctx.tick()
-            except Exception:
-                log.exception("housekeeping failed")
+            ctx.tick()
 
     def _accept(self, ctx: ServeContext) -> None:
         listener = ctx.listener.sock

@@ -29,10 +29,6 @@ class ThreadPool:
         self._idle = 0  # threads waiting for a task that no submit has claimed yet
         self._warned = False
 
-    @property
-    def size(self) -> int:
-        return self._threads
-
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         with self._lock:
             if self._idle:

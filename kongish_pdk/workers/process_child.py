@@ -23,7 +23,7 @@ from kongish_pdk import log as logsetup
 from kongish_pdk.plugin.source import PluginSource
 from kongish_pdk.plugin.spec import PluginSpec
 from kongish_pdk.runtime.events import Event
-from kongish_pdk.runtime.handler import failure
+from kongish_pdk.runtime.handler import LockSlot, failure
 from kongish_pdk.runtime.instances import Instance, split_config
 from kongish_pdk.runtime.local import LocalExecutor
 from kongish_pdk.runtime.outcomes import Failed, Outcome, PDKCall
@@ -33,7 +33,6 @@ from kongish_pdk.workers import process_pipe as msg
 from kongish_pdk.workers.affinity import pin_process
 from kongish_pdk.workers.pool import ThreadPool
 from kongish_pdk.workers.process_pipe import Pipe
-from kongish_pdk.workers.threads import LockSlot
 
 log = logging.getLogger("kongish_pdk.workers")
 
@@ -58,8 +57,6 @@ def _import(path: str) -> Callable[[str, list[Any]], None]:
 
 class _NoReply:
     """Events in a worker answer through the pipe, never through a Reply."""
-
-    transport = None
 
     def result(self, value: Any) -> None:
         raise AssertionError("unused in a worker process")
@@ -130,23 +127,26 @@ class WorkerProcess:
                 return
             handlers[message[0]](*message[1:])
 
-    def _instance(self, instance_id: int, plugin: str, config: dict[str, Any]) -> Instance:
+    def _create(self, instance_id: int, plugin: str, config: dict[str, Any]) -> Instance:
+        """Create this worker's Plugin object for an instance (on a pool thread: __init__ may
+        block) and register it; raises what __init__ raised. If another thread registered
+        the instance meanwhile, that one stays and is returned."""
         spec = self.specs[plugin]
         user_config, meta = split_config(config, instance_id)
-        return Instance(instance_id, spec, config, spec.make_config(user_config), meta,
-                        time.time(), time.monotonic())
+        instance = Instance(instance_id, spec, config, spec.make_config(user_config), meta,
+                            time.time(), time.monotonic())
+        self.executor.construct(instance)
+        with self._lock:
+            return self.instances.setdefault(instance_id, instance)
 
     def _construct(self, request_id: int, instance_id: int, plugin: str,
                    config: dict[str, Any]) -> None:
         def construct() -> None:
             try:
-                instance = self._instance(instance_id, plugin, config)
-                self.executor.construct(instance)
+                self._create(instance_id, plugin, config)
             except Exception as exc:
                 self.pipe.send([msg.DONE, request_id, f"{type(exc).__name__}: {exc}"])
                 return
-            with self._lock:
-                self.instances[instance_id] = instance
             self.pipe.send([msg.DONE, request_id, None])
 
         self.pool.submit(construct)
@@ -162,16 +162,13 @@ class WorkerProcess:
         def construct_then_run() -> None:
             # The first event for this instance in this worker: create our own Plugin object.
             try:
-                fresh = self._instance(instance_id, plugin, config or {})
-                self.executor.construct(fresh)
+                current = self._create(instance_id, plugin, config or {})
             except Exception as exc:
                 failed = failure(exc)
                 self.pipe.send([msg.FAIL, event_id,
                                 f"plugin failed to start in worker {os.getpid()}: {failed.error}",
                                 failed.traceback])
                 return
-            with self._lock:
-                current = self.instances.setdefault(instance_id, fresh)
             self._run(event_id, current, phase)
 
         self.pool.submit(construct_then_run)
@@ -206,13 +203,12 @@ class WorkerProcess:
         self.pool.submit(destroy)
 
 
-def main(conn: socket.socket, options: ChildOptions, cpu: int | None = None) -> None:
+def main(conn: socket.socket, options: ChildOptions, cpu: int | None) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
     die_with_parent(signal.SIGKILL)  # no server, no reason to live
     logsetup.configure(options.verbosity, options.log_format)
-    if cpu is not None:
-        pin_process(cpu)  # before the pipe reader and handler threads exist
+    pin_process(cpu)  # before the pipe reader and handler threads exist
     pipe = Pipe(conn)
     try:
         specs = options.source.load()

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from kongish_pdk.plugin.source import PluginSource
 from kongish_pdk.runtime.events import Deliver, Event, Executor
+from kongish_pdk.runtime.handler import LockSlot
 from kongish_pdk.runtime.instances import Instance
 from kongish_pdk.runtime.outcomes import RETURNED, Failed, PDKCall
 from kongish_pdk.server.io_loop import IOLoop
@@ -30,11 +31,19 @@ from kongish_pdk.workers.affinity import usable_cpus, worker_cpus
 from kongish_pdk.workers.loop_worker import IOLoopWorker
 from kongish_pdk.workers.pool import ThreadPool
 from kongish_pdk.workers.process_pipe import Pipe
-from kongish_pdk.workers.threads import DEFAULT_THREADS, LockSlot
+from kongish_pdk.workers.threads import DEFAULT_THREADS
 
 log = logging.getLogger("kongish_pdk.workers")
 
 START_METHODS = ("forkserver", "spawn", "fork")
+
+
+def _known(instance: Instance) -> set[int]:
+    """The workers (by index) that were given this instance's config, so they have created
+    its Plugin object or will on the event they were sent."""
+    known: set[int] = instance.executor_state.setdefault("known", set())
+    return known
+
 
 @dataclass(eq=False)
 class _Child:
@@ -46,12 +55,11 @@ class _Child:
 
 
 class ProcessExecutor:
-    def __init__(self, workers: int, options: process_child.ChildOptions,
-                 start_method: str, cpus: list[int | None] | None = None) -> None:
+    def __init__(self, options: process_child.ChildOptions, start_method: str,
+                 cpus: list[int | None]) -> None:
         self._options = options
         self._context = multiprocessing.get_context(start_method)
-        self._count = workers
-        self._cpus = cpus or [None] * workers  # a replacement keeps its predecessor's CPU
+        self._cpus = cpus  # one per worker; a replacement keeps its predecessor's CPU
         self._children: list[_Child] = []
         self._lock = threading.Lock()
         self._deliver: Deliver | None = None
@@ -65,9 +73,9 @@ class ProcessExecutor:
     # ------------------------------------------------------------------ worker processes
 
     def start_workers(self) -> None:
-        for index in range(self._count):
+        for index in range(len(self._cpus)):
             self._children.append(self._spawn(index))
-        log.info("started %d worker processes (%s)", self._count, ", ".join(
+        log.info("started %d worker processes (%s)", len(self._cpus), ", ".join(
             f"{c.process.pid}" + ("" if cpu is None else f" on CPU {cpu}")
             for c, cpu in zip(self._children, self._cpus, strict=True)))
 
@@ -159,7 +167,8 @@ class ProcessExecutor:
         with self._lock:
             orphans = list(child.events.values())
             child.events.clear()
-            waiting = [slot for slot, owner in self._pending.values() if owner is child]
+            dead = [request for request, (_, owner) in self._pending.items() if owner is child]
+            waiting = [self._pending.pop(request)[0] for request in dead]
         for slot in waiting:
             slot.put(f"worker process {child.process.pid} exited ({code})")
         if self._stopping:
@@ -193,7 +202,8 @@ class ProcessExecutor:
         try:
             child.pipe.send([kind, request, *args])
         except OSError:
-            self._pending.pop(request, None)
+            with self._lock:
+                self._pending.pop(request, None)
             return f"worker process {child.process.pid} is gone"
         answer: str | None = slot.take()
         return answer
@@ -205,11 +215,11 @@ class ProcessExecutor:
                               instance.config)
         if error is not None:
             raise RuntimeError(error)
-        instance.executor_state.setdefault("known", set()).add(child.index)
+        _known(instance).add(child.index)
 
     def destroy(self, instance: Instance) -> None:
         """Close the plugin in every worker that created it; returns when all have."""
-        for index in sorted(instance.executor_state.get("known", ())):
+        for index in sorted(_known(instance)):
             child = self._children[index]
             if child.alive:
                 self._request(child, msg.DESTROY, instance.id)
@@ -217,7 +227,7 @@ class ProcessExecutor:
     def start(self, event: Event) -> None:
         instance = event.instance
         child = self._least_busy()
-        known: set[int] = instance.executor_state.setdefault("known", set())
+        known = _known(instance)
         config = None if child.index in known else instance.config
         known.add(child.index)
         with self._lock:
@@ -268,7 +278,7 @@ class ProcessWorker(IOLoopWorker):
     def create_executor(self, lua_style: bool) -> Executor:
         options = process_child.ChildOptions(self._source, self._threads, lua_style,
                                              *self._logging, call_check=self._call_check)
-        self._executor = ProcessExecutor(self.workers, options, self._start_method,
+        self._executor = ProcessExecutor(options, self._start_method,
                                          worker_cpus(self.workers, self._cpu_affinity))
         self._executor.start_workers()
         return self._executor

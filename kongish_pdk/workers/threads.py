@@ -23,7 +23,7 @@ from kongish_pdk.runtime.local import LocalExecutor
 from kongish_pdk.server import nogil
 from kongish_pdk.server.connections import RECV_SIZE, Connection, claim, dispatch, recv
 from kongish_pdk.server.io_loop import IOLoop
-from kongish_pdk.workers.affinity import pin_process
+from kongish_pdk.workers.affinity import pin_process, server_cpu
 from kongish_pdk.workers.loop_worker import IOLoopWorker
 from kongish_pdk.workers.pool import ThreadPool
 
@@ -33,26 +33,6 @@ LINGER = 0.002
 # Kong keeps up to 256 pooled connections per nginx worker; each in-flight event holds a
 # thread while it waits for its Step, so the default covers two busy Kong workers.
 DEFAULT_THREADS = 512
-
-
-class LockSlot:
-    """A plain one-value hand-off between threads (used where no connection follows)."""
-
-    __slots__ = ("_lock", "_value")
-
-    def __init__(self) -> None:
-        self._lock = allocate_lock()
-        self._lock.acquire()
-        self._value: Any = None
-
-    def put(self, value: Any) -> None:
-        self._value = value
-        self._lock.release()
-
-    def take(self) -> Any:
-        self._lock.acquire()
-        value, self._value = self._value, None
-        return value
 
 
 class Waiter:
@@ -114,7 +94,6 @@ class Waiter:
         if self.conn is conn:
             self._poller.unregister(conn.fd)
             self.conn = None
-
 
 
 class ConnectionSlot:
@@ -225,10 +204,10 @@ class ThreadExecutor(LocalExecutor):
 class ThreadWorker(IOLoopWorker):
     name: ClassVar[str] = "threads"
 
-    def __init__(self, threads: int = DEFAULT_THREADS, cpu: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, cpu_affinity: str = "auto") -> None:
         super().__init__()
-        self.pool = ThreadPool(threads)
-        self._cpu = cpu  # the one CPU this process runs on (--cpu-affinity), or None
+        self.pool = ThreadPool(threads or DEFAULT_THREADS)
+        self._cpu = server_cpu(cpu_affinity)  # the one CPU this process runs on, or None
         self._executor: ThreadExecutor | None = None
 
     def create_executor(self, lua_style: bool) -> Executor:
@@ -236,8 +215,7 @@ class ThreadWorker(IOLoopWorker):
         return self._executor
 
     def loop_started(self, loop: IOLoop) -> None:
-        if self._cpu is not None:
-            pin_process(self._cpu)  # handler threads started from here on inherit it
+        pin_process(self._cpu)  # handler threads started from here on inherit it
         if self._executor is not None:
             self._executor.loop = loop  # handler threads give connections back to it
 
