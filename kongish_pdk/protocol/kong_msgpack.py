@@ -14,15 +14,19 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from kongish_pdk.errors import RPCError
 from kongish_pdk.protocol import msgpack_rpc
-from kongish_pdk.protocol.msgpack_rpc import BadRequest, FrameError, Request
+from kongish_pdk.protocol.framing import DEFAULT_MAX_FRAME, FrameError, Transport
+from kongish_pdk.protocol.msgpack_rpc import BadRequest, Request
 from kongish_pdk.runtime.outcomes import Outcome, PDKCall
 from kongish_pdk.runtime.runtime import Runtime
 
 log = logging.getLogger("kongish_pdk.protocol")
+
+# Transport is re-exported (workers/base.py imports it from here).
+__all__ = ["PROTOCOL", "STEP_METHODS", "MsgPackReply", "Session", "Transport"]
 
 PROTOCOL = "MsgPack:1"
 
@@ -37,18 +41,6 @@ STEP_METHODS = (
     "plugin.StepMemoryStats",
     "plugin.StepPlugin",
 )
-
-
-class Transport(Protocol):
-    def write(self, data: bytes) -> bool:
-        """Send all of ``data``; False if the connection is closed."""
-        ...
-
-    def pending_input(self) -> bool:
-        """Whether bytes have arrived that nobody has read yet."""
-        ...
-
-    def close(self) -> None: ...
 
 
 # A reply to a request older than this first checks that no newer request is waiting unread:
@@ -94,7 +86,7 @@ class Session:
     """One connection from Kong."""
 
     def __init__(self, runtime: Runtime, transport: Transport,
-                 max_frame: int = msgpack_rpc.DEFAULT_MAX_FRAME) -> None:
+                 max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.runtime = runtime
         self.transport = transport
         self._decoder = msgpack_rpc.Decoder(max_frame)

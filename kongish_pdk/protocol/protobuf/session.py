@@ -30,15 +30,9 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from kongish_pdk.errors import RPCError
-from kongish_pdk.protocol.kong_msgpack import Transport
+from kongish_pdk.protocol.framing import DEFAULT_MAX_FRAME, FrameError, Transport
 from kongish_pdk.protocol.protobuf import PROTOCOL, calls
-from kongish_pdk.protocol.protobuf.codec import (
-    DEFAULT_MAX_FRAME,
-    EMPTY_FRAME,
-    FrameDecoder,
-    FrameError,
-    frame,
-)
+from kongish_pdk.protocol.protobuf.codec import EMPTY_FRAME, FrameDecoder, frame
 from kongish_pdk.protocol.protobuf.messages import pb, serialize
 from kongish_pdk.runtime.outcomes import Outcome, PDKCall
 from kongish_pdk.runtime.runtime import Runtime
