@@ -150,10 +150,10 @@ def _lint_call(name: str, phase: str, line: int) -> Iterator[Finding]:
         yield Finding("error", f"{name} is not a PDK function{hint}", line)
         return
     if phase not in fn.phases:
-        allowed = ", ".join(fn.kong_phases or tuple(p for p in PHASES if p in fn.phases))
+        allowed = ", ".join(fn.allowed_phases)
         yield Finding("error", f"{name} cannot be called in the {phase} phase (Kong: only in: "
                       f"{allowed or 'none'})", line)
-    elif phase == "log" and fn.live_request:
+    elif phase == "log" and fn.log_unavailable:
         yield Finding("warning", f"{name} needs the live request, which the log phase of an "
                       f"external plugin no longer has (Kong runs it in a timer): use "
                       f"kong.log.serialize() or save it in kong.ctx.shared earlier", line)

@@ -121,6 +121,22 @@ class PDKFunction:
     live_request: bool = False
 
     @property
+    def external_phases(self) -> tuple[str, ...]:
+        """``phases`` in :data:`PHASES` order."""
+        return tuple(p for p in PHASES if p in self.phases)
+
+    @property
+    def allowed_phases(self) -> tuple[str, ...]:
+        """Where Kong allows it, as a phase error lists them: Kong's own list when its Lua
+        code checks the phase, else the external phases."""
+        return self.kong_phases or self.external_phases
+
+    @property
+    def log_unavailable(self) -> bool:
+        """Callable in the log phase, but without the live request Kong has no answer there."""
+        return self.live_request and "log" in self.phases
+
+    @property
     def namespace(self) -> str:
         return self.name.rpartition(".")[0]
 
