@@ -100,9 +100,6 @@ class Runtime:
     def in_flight(self) -> int:
         return len(self._events)
 
-    def instance_count(self) -> int:
-        return len(self._instances)
-
     # ----------------------------------------------------------------- instance lifecycle
 
     def start_instance(self, name: Any, raw_config: Any, reply: Reply) -> None:

@@ -17,12 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf import struct_pb2
 from google.protobuf.message import Message
-
-Value = struct_pb2.Value
-Struct = struct_pb2.Struct
-ListValue = struct_pb2.ListValue
 
 _EXACT_FLOAT = 2.0**53
 
