@@ -89,14 +89,6 @@ def _arg(args: list[Any], i: int) -> Any:
     return args[i] if i < len(args) else None
 
 
-def _text_bytes(value: Any) -> bytes:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape")
-    raise TypeError(f"expected str or bytes, got {type(value).__name__}")
-
-
 def _empty(name: str, args: list[Any]) -> bytes:
     _refuse_extra(name, args, 0)
     return b""
@@ -132,7 +124,7 @@ def _bool(name: str, args: list[Any]) -> bytes:
 
 def _bytes(name: str, args: list[Any]) -> bytes:
     _refuse_extra(name, args, 1)
-    return serialize(pb.ByteString(v=_text_bytes(_arg(args, 0))))
+    return serialize(pb.ByteString(v=wire.raw(_arg(args, 0))))
 
 
 def _kv(name: str, args: list[Any]) -> bytes:
@@ -180,7 +172,7 @@ def _exit_args(status: Any, body: Any, headers: Any) -> bytes:
         body = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
         if not any(k.lower() == "content-type" for k in headers):
             headers["Content-Type"] = JSON_TYPE
-    message = pb.ExitArgs(status=status, body=b"" if body is None else _text_bytes(body))
+    message = pb.ExitArgs(status=status, body=b"" if body is None else wire.raw(body))
     if headers:
         try:
             values.fill_struct(message.headers, headers)
