@@ -98,7 +98,7 @@ class Session:
         self._greeting: bytes | None = self.encoder.notification("serverPid", os.getpid())
         self._write_lock = runtime.executor.new_lock()
         self._closed = False
-        self._methods: dict[str, Callable[[Any, list[Any], MsgPackReply], None]] = {
+        self._methods: dict[str, Callable[[Any, MsgPackReply], None]] = {
             "plugin.StartInstance": self._start_instance,
             "plugin.CloseInstance": self._close_instance,
             "plugin.HandleEvent": self._handle_event,
@@ -167,39 +167,39 @@ class Session:
             return
         params = request.params
         try:
-            handler(params[0] if params else None, params, reply)
+            handler(params[0] if params else None, reply)
         except RPCError as exc:
             reply.error(str(exc))
 
-    def _start_instance(self, arg: Any, params: list[Any], reply: MsgPackReply) -> None:
+    def _start_instance(self, arg: Any, reply: MsgPackReply) -> None:
         arg = _mapping(arg, "StartInstance")
         self.runtime.start_instance(arg.get("Name"), arg.get("Config"), reply)
 
-    def _close_instance(self, arg: Any, params: list[Any], reply: MsgPackReply) -> None:
+    def _close_instance(self, arg: Any, reply: MsgPackReply) -> None:
         if isinstance(arg, dict):  # Kong sends a bare id; tolerate {"InstanceId": id}
             arg = arg.get("InstanceId")
         self.runtime.close_instance(arg, reply)
 
-    def _handle_event(self, arg: Any, params: list[Any], reply: MsgPackReply) -> None:
+    def _handle_event(self, arg: Any, reply: MsgPackReply) -> None:
         arg = _mapping(arg, "HandleEvent")
         self.runtime.handle_event(arg.get("InstanceId"), arg.get("EventName"), reply)
 
-    def _step(self, arg: Any, params: list[Any], reply: MsgPackReply) -> None:
+    def _step(self, arg: Any, reply: MsgPackReply) -> None:
         arg = _mapping(arg, "Step")
         self.runtime.step(arg.get("EventId"), arg.get("Data"), None, reply)
 
-    def _step_error(self, arg: Any, params: list[Any], reply: MsgPackReply) -> None:
+    def _step_error(self, arg: Any, reply: MsgPackReply) -> None:
         arg = _mapping(arg, "StepError")
         error = arg.get("Data")
         self.runtime.step(arg.get("EventId"), None, str(error or "unknown PDK error"), reply)
 
-    def _get_status(self, arg: Any, params: list[Any], reply: MsgPackReply) -> None:
+    def _get_status(self, arg: Any, reply: MsgPackReply) -> None:
         reply.result(self.runtime.status())
 
-    def _get_plugin_info(self, arg: Any, params: list[Any], reply: MsgPackReply) -> None:
+    def _get_plugin_info(self, arg: Any, reply: MsgPackReply) -> None:
         reply.result(self.runtime.plugin_info(arg))
 
-    def _instance_status(self, arg: Any, params: list[Any], reply: MsgPackReply) -> None:
+    def _instance_status(self, arg: Any, reply: MsgPackReply) -> None:
         reply.result(self.runtime.instance_status(arg))
 
 
