@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kongish_pdk.errors import RPCError
+from kongish_pdk.pdk.table import FUNCTIONS
 from kongish_pdk.protocol import msgpack_rpc
 from kongish_pdk.protocol.framing import DEFAULT_MAX_FRAME, FrameError, Transport
 from kongish_pdk.protocol.msgpack_rpc import BadRequest, Request
@@ -30,17 +31,10 @@ __all__ = ["PROTOCOL", "STEP_METHODS", "MsgPackReply", "Session", "Transport"]
 
 PROTOCOL = "MsgPack:1"
 
-# Every Step* name Kong may use (the step method depends on the PDK function called).
-STEP_METHODS = (
-    "plugin.Step",
-    "plugin.StepMultiMap",
-    "plugin.StepCredential",
-    "plugin.StepConsumer",
-    "plugin.StepRoute",
-    "plugin.StepService",
-    "plugin.StepMemoryStats",
-    "plugin.StepPlugin",
-)
+# Every Step* name Kong may use (the step method depends on the PDK function called): the
+# table's ``step`` values, plus plugin.StepPlugin, which no row of the table answers with.
+STEP_METHODS: tuple[str, ...] = (*dict.fromkeys(fn.step for fn in FUNCTIONS),
+                                 "plugin.StepPlugin")
 
 
 # A reply to a request older than this first checks that no newer request is waiting unread:
