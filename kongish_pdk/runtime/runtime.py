@@ -69,10 +69,7 @@ class Runtime:
     # ----------------------------------------------------------------- information RPCs
 
     def plugin_info(self, name: str) -> dict[str, Any]:
-        spec = self.plugins.get(name)
-        if spec is None:
-            raise RPCError(f"plugin {name!r} is not served here (serving: {self._names()})")
-        return spec.info()
+        return self._spec(name).info()
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -103,9 +100,10 @@ class Runtime:
     # ----------------------------------------------------------------- instance lifecycle
 
     def start_instance(self, name: Any, raw_config: Any, reply: Reply) -> None:
-        spec = self.plugins.get(name) if isinstance(name, str) else None
-        if spec is None:
-            reply.error(f"plugin {name!r} is not served here (serving: {self._names()})")
+        try:
+            spec = self._spec(name)
+        except RPCError as exc:
+            reply.error(str(exc))
             return
         instance_id = self._instance_ids.next()
         try:
@@ -319,6 +317,13 @@ class Runtime:
             events = list(self._events.values())
         for event in events:
             self._abort(event, why)
+
+    def _spec(self, name: Any) -> PluginSpec:
+        """The plugin served under ``name``; an RPCError naming what is served otherwise."""
+        spec = self.plugins.get(name) if isinstance(name, str) else None
+        if spec is None:
+            raise RPCError(f"plugin {name!r} is not served here (serving: {self._names()})")
+        return spec
 
     def _names(self) -> str:
         return ", ".join(sorted(self.plugins)) or "nothing"
