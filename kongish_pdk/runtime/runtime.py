@@ -137,8 +137,7 @@ class Runtime:
         with self._lock:
             instance = self._instances.get(instance_id)
             if instance is not None:
-                self._instances.remove(instance.id)
-                instance.closing = True
+                self._retire_locked(instance)
                 self._last_close[instance.spec.name] = time.time()
                 destroy_now = instance.active == 0
         if instance is None:
@@ -147,6 +146,12 @@ class Runtime:
         if destroy_now:
             self._destroy(instance, "CloseInstance")
         reply.result(instance.status(with_start_time=False))
+
+    def _retire_locked(self, instance: Instance) -> None:
+        """Take the instance out of the table and mark it closing: no new event reaches it,
+        and it is destroyed once idle (hold the lock)."""
+        self._instances.remove(instance.id)
+        instance.closing = True
 
     def _destroy(self, instance: Instance, why: str) -> None:
         """Call the plugin's close() off the I/O path, then say so in the log."""
@@ -298,8 +303,7 @@ class Runtime:
         with self._lock:
             idle = self._instances.idle(now, self.options.instance_idle_timeout)
             for instance in idle:
-                self._instances.remove(instance.id)
-                instance.closing = True
+                self._retire_locked(instance)
         for instance in idle:
             self._destroy(instance, f"idle for {self.options.instance_idle_timeout:g}s")
 
