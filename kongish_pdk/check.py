@@ -31,7 +31,7 @@ from kongish_pdk.errors import PluginLoadError
 from kongish_pdk.pdk.table import BY_NAME, PHASES, namespaces
 from kongish_pdk.plugin.loader import candidates, load_file
 from kongish_pdk.plugin.spec import UNREACHABLE_PHASES, PluginSpec
-from kongish_pdk.protocol.kong_msgpack import PROTOCOL
+from kongish_pdk.protocol.names import MSGPACK, protocol_name
 
 # Libraries whose I/O happens in C, outside gevent's monkey-patching: one call blocks every
 # greenlet of the server. The advice says what to do instead.
@@ -150,10 +150,10 @@ def _lint_call(name: str, phase: str, line: int) -> Iterator[Finding]:
         yield Finding("error", f"{name} is not a PDK function{hint}", line)
         return
     if phase not in fn.phases:
-        allowed = ", ".join(fn.kong_phases or tuple(p for p in PHASES if p in fn.phases))
+        allowed = ", ".join(fn.allowed_phases)
         yield Finding("error", f"{name} cannot be called in the {phase} phase (Kong: only in: "
                       f"{allowed or 'none'})", line)
-    elif phase == "log" and fn.live_request:
+    elif phase == "log" and fn.log_unavailable:
         yield Finding("warning", f"{name} needs the live request, which the log phase of an "
                       f"external plugin no longer has (Kong runs it in a timer): use "
                       f"kong.log.serialize() or save it in kong.ctx.shared earlier", line)
@@ -202,7 +202,7 @@ def check_plugin(path: Path, gevent: bool) -> Report:
     except PluginLoadError as exc:
         report.findings.append(Finding("error", exc.message))
     else:
-        report.dump = {"Protocol": PROTOCOL, "Plugins": [spec.info()]}
+        report.dump = {"Protocol": protocol_name(MSGPACK), "Plugins": [spec.info()]}
         report.findings.extend(lint_class(spec))
     try:  # the source lints work even when the import failed
         text = source.read_text(encoding="utf-8")

@@ -8,8 +8,9 @@ import threading
 import msgpack
 import pytest
 
+from kongish_pdk.protocol.framing import FrameError
 from kongish_pdk.protocol.kong_msgpack import Session
-from kongish_pdk.protocol.msgpack_rpc import BadRequest, Decoder, Encoder, FrameError, Request
+from kongish_pdk.protocol.msgpack_rpc import BadRequest, Decoder, Encoder, Request
 from kongish_pdk.runtime.handler import LockSlot
 from kongish_pdk.runtime.local import LocalExecutor
 from kongish_pdk.runtime.runtime import Runtime

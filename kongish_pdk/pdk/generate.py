@@ -12,7 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from kongish_pdk.pdk.table import FUNCTIONS, PHASES, PDKFunction, namespaces
+from kongish_pdk.pdk.table import FUNCTIONS, PDKFunction, namespaces
 
 SURFACE = Path(__file__).with_name("surface.py")
 # The PDK reference lives in a source checkout's docs/ (an installed package has none).
@@ -74,8 +74,8 @@ def phase_note(fn: PDKFunction) -> str:
     if not fn.phases:
         return (f"not callable from an external plugin (Kong allows it only in: "
                 f"{', '.join(fn.kong_phases)})")
-    note = "phases: " + ", ".join(p for p in PHASES if p in fn.phases)
-    if fn.live_request and "log" in fn.phases:
+    note = "phases: " + ", ".join(fn.external_phases)
+    if fn.log_unavailable:
         note += " (log phase: not available, Kong runs it in a timer after the request)"
     return note
 

@@ -87,7 +87,7 @@ def _summary() -> str:
         for phase in PHASES:
             if phase not in fn.phases:
                 marks.append("")
-            elif phase == "log" and fn.live_request:
+            elif phase == "log" and fn.log_unavailable:
                 marks.append("(no)")
             else:
                 marks.append("yes")

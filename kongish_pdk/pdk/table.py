@@ -20,9 +20,6 @@ ALL = frozenset(PHASES)
 REQUEST = frozenset({"rewrite", "access", "response", "log"})
 REWRITE_ACCESS = frozenset({"rewrite", "access"})
 ACCESS = frozenset({"access"})
-AFTER_PROXY = frozenset({"response", "log"})
-AFTER_ACCESS = frozenset({"access", "response", "log"})
-EXITABLE = frozenset({"rewrite", "access", "response", "preread"})
 
 # Every phase name Kong's phase checker knows, in the order it lists them in its error
 # ("function cannot be called in access phase (only in: ...)"): the bit order of
@@ -121,6 +118,22 @@ class PDKFunction:
     live_request: bool = False
 
     @property
+    def external_phases(self) -> tuple[str, ...]:
+        """``phases`` in :data:`PHASES` order."""
+        return tuple(p for p in PHASES if p in self.phases)
+
+    @property
+    def allowed_phases(self) -> tuple[str, ...]:
+        """Where Kong allows it, as a phase error lists them: Kong's own list when its Lua
+        code checks the phase, else the external phases."""
+        return self.kong_phases or self.external_phases
+
+    @property
+    def log_unavailable(self) -> bool:
+        """Callable in the log phase, but without the live request Kong has no answer there."""
+        return self.live_request and "log" in self.phases
+
+    @property
     def namespace(self) -> str:
         return self.name.rpartition(".")[0]
 
@@ -143,16 +156,16 @@ _LOG_LEVELS = ("alert", "crit", "err", "warn", "notice", "info", "debug", "emerg
 
 FUNCTIONS: tuple[PDKFunction, ...] = (
     # kong.client
-    F("kong.client.get_ip", returns="str | None", phases=ALL,
+    F("kong.client.get_ip", returns="str | None",
       live_request=True,
       doc="The address of the client that connected to Kong (not X-Forwarded-For)."),
-    F("kong.client.get_forwarded_ip", returns="str | None", phases=ALL,
+    F("kong.client.get_forwarded_ip", returns="str | None",
       live_request=True,
       doc="The client address, honouring trusted proxies' X-Forwarded-For / real_ip settings."),
-    F("kong.client.get_port", returns="int | None", phases=ALL,
+    F("kong.client.get_port", returns="int | None",
       live_request=True,
       doc="The client's source port."),
-    F("kong.client.get_forwarded_port", returns="int | None", phases=ALL,
+    F("kong.client.get_forwarded_port", returns="int | None",
       live_request=True,
       doc="The client's port, honouring trusted proxies' forwarded headers."),
     F("kong.client.get_credential", returns="Credential | None", result=Result.MAP,
@@ -220,7 +233,7 @@ FUNCTIONS: tuple[PDKFunction, ...] = (
     F("kong.nginx.get_subsystem", returns="str", doc="'http' or 'stream'."),
     F("kong.nginx.get_statistics", returns="dict[str, int]", result=Result.MAP,
       doc="nginx connection counters (active, reading, writing, waiting, accepted, handled)."),
-    F("kong.nginx.get_var", (_p("name", "str"),), returns="str | None", phases=ALL,
+    F("kong.nginx.get_var", (_p("name", "str"),), returns="str | None",
       live_request=True,
       doc="An nginx variable (ngx.var[name]); not available in the log timer."),
     F("kong.nginx.get_ctx", (_p("k", "str"),), returns="Any",
@@ -248,7 +261,7 @@ FUNCTIONS: tuple[PDKFunction, ...] = (
     F("kong.request.get_host", returns="str", **checked(K_REQUEST),
       live_request=True,
       doc="The host of the request URL, lowercased, without the port."),
-    F("kong.request.get_port", returns="int", phases=ALL,
+    F("kong.request.get_port", returns="int",
       live_request=True,
       doc="The port the request was received on."),
     F("kong.request.get_forwarded_scheme", returns="str", **checked(K_REQUEST),

@@ -14,41 +14,27 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from kongish_pdk.errors import RPCError
+from kongish_pdk.pdk.table import FUNCTIONS
 from kongish_pdk.protocol import msgpack_rpc
-from kongish_pdk.protocol.msgpack_rpc import BadRequest, FrameError, Request
+from kongish_pdk.protocol.framing import DEFAULT_MAX_FRAME, FrameError, Transport
+from kongish_pdk.protocol.msgpack_rpc import BadRequest, Request
 from kongish_pdk.runtime.outcomes import Outcome, PDKCall
 from kongish_pdk.runtime.runtime import Runtime
 
 log = logging.getLogger("kongish_pdk.protocol")
 
+# Transport is re-exported (workers/base.py imports it from here).
+__all__ = ["PROTOCOL", "STEP_METHODS", "MsgPackReply", "Session", "Transport"]
+
 PROTOCOL = "MsgPack:1"
 
-# Every Step* name Kong may use (the step method depends on the PDK function called).
-STEP_METHODS = (
-    "plugin.Step",
-    "plugin.StepMultiMap",
-    "plugin.StepCredential",
-    "plugin.StepConsumer",
-    "plugin.StepRoute",
-    "plugin.StepService",
-    "plugin.StepMemoryStats",
-    "plugin.StepPlugin",
-)
-
-
-class Transport(Protocol):
-    def write(self, data: bytes) -> bool:
-        """Send all of ``data``; False if the connection is closed."""
-        ...
-
-    def pending_input(self) -> bool:
-        """Whether bytes have arrived that nobody has read yet."""
-        ...
-
-    def close(self) -> None: ...
+# Every Step* name Kong may use (the step method depends on the PDK function called): the
+# table's ``step`` values, plus plugin.StepPlugin, which no row of the table answers with.
+STEP_METHODS: tuple[str, ...] = (*dict.fromkeys(fn.step for fn in FUNCTIONS),
+                                 "plugin.StepPlugin")
 
 
 # A reply to a request older than this first checks that no newer request is waiting unread:
@@ -94,7 +80,7 @@ class Session:
     """One connection from Kong."""
 
     def __init__(self, runtime: Runtime, transport: Transport,
-                 max_frame: int = msgpack_rpc.DEFAULT_MAX_FRAME) -> None:
+                 max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.runtime = runtime
         self.transport = transport
         self._decoder = msgpack_rpc.Decoder(max_frame)
@@ -106,7 +92,7 @@ class Session:
         self._greeting: bytes | None = self.encoder.notification("serverPid", os.getpid())
         self._write_lock = runtime.executor.new_lock()
         self._closed = False
-        self._methods: dict[str, Callable[[Any, list[Any], MsgPackReply], None]] = {
+        self._methods: dict[str, Callable[[Any, MsgPackReply], None]] = {
             "plugin.StartInstance": self._start_instance,
             "plugin.CloseInstance": self._close_instance,
             "plugin.HandleEvent": self._handle_event,
@@ -175,39 +161,39 @@ class Session:
             return
         params = request.params
         try:
-            handler(params[0] if params else None, params, reply)
+            handler(params[0] if params else None, reply)
         except RPCError as exc:
             reply.error(str(exc))
 
-    def _start_instance(self, arg: Any, params: list[Any], reply: MsgPackReply) -> None:
+    def _start_instance(self, arg: Any, reply: MsgPackReply) -> None:
         arg = _mapping(arg, "StartInstance")
         self.runtime.start_instance(arg.get("Name"), arg.get("Config"), reply)
 
-    def _close_instance(self, arg: Any, params: list[Any], reply: MsgPackReply) -> None:
+    def _close_instance(self, arg: Any, reply: MsgPackReply) -> None:
         if isinstance(arg, dict):  # Kong sends a bare id; tolerate {"InstanceId": id}
             arg = arg.get("InstanceId")
         self.runtime.close_instance(arg, reply)
 
-    def _handle_event(self, arg: Any, params: list[Any], reply: MsgPackReply) -> None:
+    def _handle_event(self, arg: Any, reply: MsgPackReply) -> None:
         arg = _mapping(arg, "HandleEvent")
         self.runtime.handle_event(arg.get("InstanceId"), arg.get("EventName"), reply)
 
-    def _step(self, arg: Any, params: list[Any], reply: MsgPackReply) -> None:
+    def _step(self, arg: Any, reply: MsgPackReply) -> None:
         arg = _mapping(arg, "Step")
         self.runtime.step(arg.get("EventId"), arg.get("Data"), None, reply)
 
-    def _step_error(self, arg: Any, params: list[Any], reply: MsgPackReply) -> None:
+    def _step_error(self, arg: Any, reply: MsgPackReply) -> None:
         arg = _mapping(arg, "StepError")
         error = arg.get("Data")
         self.runtime.step(arg.get("EventId"), None, str(error or "unknown PDK error"), reply)
 
-    def _get_status(self, arg: Any, params: list[Any], reply: MsgPackReply) -> None:
+    def _get_status(self, arg: Any, reply: MsgPackReply) -> None:
         reply.result(self.runtime.status())
 
-    def _get_plugin_info(self, arg: Any, params: list[Any], reply: MsgPackReply) -> None:
+    def _get_plugin_info(self, arg: Any, reply: MsgPackReply) -> None:
         reply.result(self.runtime.plugin_info(arg))
 
-    def _instance_status(self, arg: Any, params: list[Any], reply: MsgPackReply) -> None:
+    def _instance_status(self, arg: Any, reply: MsgPackReply) -> None:
         reply.result(self.runtime.instance_status(arg))
 
 

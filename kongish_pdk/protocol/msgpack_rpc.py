@@ -13,16 +13,15 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from kongish_pdk.protocol.framing import DEFAULT_MAX_FRAME, FrameError
+
+# DEFAULT_MAX_FRAME and FrameError are re-exported (cli.py takes the default from here).
+__all__ = ["DEFAULT_MAX_FRAME", "BadRequest", "Decoder", "Encoder", "FrameError", "Request",
+           "parse"]
+
 REQUEST = 0
 RESPONSE = 1
 NOTIFICATION = 2
-
-DEFAULT_MAX_FRAME = 64 * 1024 * 1024
-
-
-class FrameError(Exception):
-    """The byte stream is unusable; close this connection."""
-
 
 class Request(NamedTuple):
     msgid: int

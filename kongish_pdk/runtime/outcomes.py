@@ -19,7 +19,8 @@ class PDKCall(NamedTuple):
 
 
 class Returned(NamedTuple):
-    """The handler returned: the event is over (MsgPack:1 answers "ret")."""
+    """The handler returned: the event is over (MsgPack:1 answers "ret", ProtoBuf:1 an empty
+    frame, then the RpcReturn)."""
 
     def __bool__(self) -> bool:  # an empty tuple would be falsy
         return True

@@ -69,10 +69,7 @@ class Runtime:
     # ----------------------------------------------------------------- information RPCs
 
     def plugin_info(self, name: str) -> dict[str, Any]:
-        spec = self.plugins.get(name)
-        if spec is None:
-            raise RPCError(f"plugin {name!r} is not served here (serving: {self._names()})")
-        return spec.info()
+        return self._spec(name).info()
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -100,15 +97,13 @@ class Runtime:
     def in_flight(self) -> int:
         return len(self._events)
 
-    def instance_count(self) -> int:
-        return len(self._instances)
-
     # ----------------------------------------------------------------- instance lifecycle
 
     def start_instance(self, name: Any, raw_config: Any, reply: Reply) -> None:
-        spec = self.plugins.get(name) if isinstance(name, str) else None
-        if spec is None:
-            reply.error(f"plugin {name!r} is not served here (serving: {self._names()})")
+        try:
+            spec = self._spec(name)
+        except RPCError as exc:
+            reply.error(str(exc))
             return
         instance_id = self._instance_ids.next()
         try:
@@ -142,8 +137,7 @@ class Runtime:
         with self._lock:
             instance = self._instances.get(instance_id)
             if instance is not None:
-                self._instances.remove(instance.id)
-                instance.closing = True
+                self._retire_locked(instance)
                 self._last_close[instance.spec.name] = time.time()
                 destroy_now = instance.active == 0
         if instance is None:
@@ -152,6 +146,12 @@ class Runtime:
         if destroy_now:
             self._destroy(instance, "CloseInstance")
         reply.result(instance.status(with_start_time=False))
+
+    def _retire_locked(self, instance: Instance) -> None:
+        """Take the instance out of the table and mark it closing: no new event reaches it,
+        and it is destroyed once idle (hold the lock)."""
+        self._instances.remove(instance.id)
+        instance.closing = True
 
     def _destroy(self, instance: Instance, why: str) -> None:
         """Call the plugin's close() off the I/O path, then say so in the log."""
@@ -303,8 +303,7 @@ class Runtime:
         with self._lock:
             idle = self._instances.idle(now, self.options.instance_idle_timeout)
             for instance in idle:
-                self._instances.remove(instance.id)
-                instance.closing = True
+                self._retire_locked(instance)
         for instance in idle:
             self._destroy(instance, f"idle for {self.options.instance_idle_timeout:g}s")
 
@@ -322,6 +321,13 @@ class Runtime:
             events = list(self._events.values())
         for event in events:
             self._abort(event, why)
+
+    def _spec(self, name: Any) -> PluginSpec:
+        """The plugin served under ``name``; an RPCError naming what is served otherwise."""
+        spec = self.plugins.get(name) if isinstance(name, str) else None
+        if spec is None:
+            raise RPCError(f"plugin {name!r} is not served here (serving: {self._names()})")
+        return spec
 
     def _names(self) -> str:
         return ", ".join(sorted(self.plugins)) or "nothing"

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from kongish_pdk._version import __version__
 from kongish_pdk.plugin.spec import PluginSpec
 from kongish_pdk.protocol import kong_msgpack
-from kongish_pdk.protocol.kong_msgpack import Transport
-from kongish_pdk.protocol.msgpack_rpc import DEFAULT_MAX_FRAME
+from kongish_pdk.protocol.framing import DEFAULT_MAX_FRAME, Transport
 from kongish_pdk.protocol.names import MSGPACK, PROTOBUF, protocol_name
 from kongish_pdk.runtime.runtime import Runtime, RuntimeOptions
 from kongish_pdk.server.lifecycle import ParentWatch

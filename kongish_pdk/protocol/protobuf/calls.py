@@ -89,14 +89,6 @@ def _arg(args: list[Any], i: int) -> Any:
     return args[i] if i < len(args) else None
 
 
-def _text_bytes(value: Any) -> bytes:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape")
-    raise TypeError(f"expected str or bytes, got {type(value).__name__}")
-
-
 def _empty(name: str, args: list[Any]) -> bytes:
     _refuse_extra(name, args, 0)
     return b""
@@ -132,7 +124,7 @@ def _bool(name: str, args: list[Any]) -> bytes:
 
 def _bytes(name: str, args: list[Any]) -> bytes:
     _refuse_extra(name, args, 1)
-    return serialize(pb.ByteString(v=_text_bytes(_arg(args, 0))))
+    return serialize(pb.ByteString(v=wire.raw(_arg(args, 0))))
 
 
 def _kv(name: str, args: list[Any]) -> bytes:
@@ -171,16 +163,23 @@ def _struct(name: str, args: list[Any]) -> bytes:
         return wire.write_struct(mapping)
 
 
-def _exit_args(status: Any, body: Any, headers: Any) -> bytes:
+def _status(status: Any, name: str = "") -> int:
+    """``status`` if it is an int (a bool is not); else a TypeError, naming ``name()`` if given."""
     if not isinstance(status, int) or isinstance(status, bool):
-        raise TypeError(f"the status must be an int, got {type(status).__name__}")
+        where = f"{name}(): " if name else ""
+        raise TypeError(f"{where}the status must be an int, got {type(status).__name__}")
+    return status
+
+
+def _exit_args(status: Any, body: Any, headers: Any) -> bytes:
+    status = _status(status)
     headers = dict(headers or {})
     if isinstance(body, Mapping):
         # Kong JSON-encodes a table body itself, but ExitArgs.body is bytes: do it here.
         body = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
         if not any(k.lower() == "content-type" for k in headers):
             headers["Content-Type"] = JSON_TYPE
-    message = pb.ExitArgs(status=status, body=b"" if body is None else _text_bytes(body))
+    message = pb.ExitArgs(status=status, body=b"" if body is None else wire.raw(body))
     if headers:
         try:
             values.fill_struct(message.headers, headers)
@@ -212,9 +211,7 @@ def _error(name: str, args: list[Any]) -> bytes:
     so this is always Kong's JSON form, ``{"message": ...}`` with its default texts.
     """
     _refuse_extra(name, args, 3)
-    status, message, headers = _arg(args, 0), _arg(args, 1), _arg(args, 2)
-    if not isinstance(status, int) or isinstance(status, bool):
-        raise TypeError(f"{name}(): the status must be an int, got {type(status).__name__}")
+    status, message, headers = _status(_arg(args, 0), name), _arg(args, 1), _arg(args, 2)
     body = message if isinstance(message, Mapping) else {
         "message": default_error_message(status) if message is None else str(message)}
     return _exit_args(status, body, headers)

@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import struct
 
-DEFAULT_MAX_FRAME = 64 * 1024 * 1024
+from kongish_pdk.protocol.framing import DEFAULT_MAX_FRAME, FrameError
 
 _LENGTH = struct.Struct("<I")
 EMPTY_FRAME = _LENGTH.pack(0)
-
-
-class FrameError(Exception):
-    """The byte stream is unusable; close this connection."""
 
 
 def frame(payload: bytes) -> bytes:

@@ -30,15 +30,9 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from kongish_pdk.errors import RPCError
-from kongish_pdk.protocol.kong_msgpack import Transport
+from kongish_pdk.protocol.framing import DEFAULT_MAX_FRAME, FrameError, Transport
 from kongish_pdk.protocol.protobuf import PROTOCOL, calls
-from kongish_pdk.protocol.protobuf.codec import (
-    DEFAULT_MAX_FRAME,
-    EMPTY_FRAME,
-    FrameDecoder,
-    FrameError,
-    frame,
-)
+from kongish_pdk.protocol.protobuf.codec import EMPTY_FRAME, FrameDecoder, frame
 from kongish_pdk.protocol.protobuf.messages import pb, serialize
 from kongish_pdk.runtime.outcomes import Outcome, PDKCall
 from kongish_pdk.runtime.runtime import Runtime
@@ -110,8 +104,8 @@ class Session:
         self._lock = runtime.executor.new_lock()
         self._token = 0  # number of the latest RpcCall on this connection
         self._event: _Reply | None = None  # the HandleEvent running on this connection
-        self._pending: calls.PBCall | None = None  # the PDK call waiting for Kong's answer
-        self._pending_event = 0
+        # The event answer whose PDK call waits for Kong's answer (its call is never None).
+        self._pending: _Encoded | None = None
         self._closed = False
 
     # ------------------------------------------------------------------ I/O side
@@ -137,12 +131,11 @@ class Session:
         with self._lock:
             self._closed = True
             self._event = None
-            waiting, self._pending = self._pending, None
-            event_id = self._pending_event
-        if waiting is not None:
+            pending = self._take_pending()
+        if pending is not None and pending.call is not None:
             # Kong gave up on the event (a PDK call raised in Lua, or the request ended).
-            self.runtime.stop_event(event_id, "the gateway closed the connection during "
-                                              f"{waiting.wire_name}")
+            self.runtime.stop_event(pending.event_id, "the gateway closed the connection "
+                                                      f"during {pending.call.wire_name}")
 
     def close(self) -> None:
         """Close cleanly: Kong sees ``closed`` (its signal for errors and restarts)."""
@@ -217,15 +210,19 @@ class Session:
             " (Kong restarts the instance)" if restart else "", message)
         self.close()
 
-    def _broken(self, why: str) -> None:
-        """The stream cannot be trusted: close it, and stop an event waiting on it."""
+    def _broken(self, why: str, pending: _Encoded | None = None) -> None:
+        """The stream cannot be trusted: close it, and stop an event waiting on it.
+
+        ``pending``: the waiting PDK call when the caller has already taken it; otherwise the
+        one still waiting, if any, is taken here.
+        """
         log.error("%s", why)
-        with self._lock:
-            waiting, self._pending = self._pending, None
-            event_id = self._pending_event
+        if pending is None:
+            with self._lock:
+                pending = self._take_pending()
         self.close()
-        if waiting is not None:
-            self.runtime.stop_event(event_id, why)
+        if pending is not None:
+            self.runtime.stop_event(pending.event_id, why)
 
     # ------------------------------------------------------------------ events
 
@@ -238,8 +235,7 @@ class Session:
                 self._event = None  # returned, or a terminal call Kong never answers
             else:
                 # Before the write: the answer may be read the moment the call is out.
-                self._pending = call
-                self._pending_event = encoded.event_id
+                self._pending = encoded
             ok = self._write(encoded.data)
         if not ok:
             self.connection_lost()
@@ -248,25 +244,24 @@ class Session:
     def _answer(self, payload: bytes) -> None:
         """Kong's answer to the pending PDK call: resume the event with it."""
         with self._lock:
-            call, self._pending = self._pending, None
-            event_id, reply = self._pending_event, self._event
-        if call is None or reply is None:
+            pending, reply = self._take_pending(), self._event
+        if pending is None or pending.call is None or reply is None:
             return  # closed meanwhile
+        call = pending.call
         try:
             value, error = call.decode(payload)
         except (DecodeError, ValueError, TypeError) as exc:
-            self._broken_during(event_id, f"closing a gateway connection: Kong's answer to "
-                                          f"{call.wire_name} is not a {call.output.type_name}: "
-                                          f"{exc}")
+            self._broken(f"closing a gateway connection: Kong's answer to {call.wire_name} is "
+                         f"not a {call.output.type_name}: {exc}", pending)
             return
-        self.runtime.step(event_id, value, error, reply)
-
-    def _broken_during(self, event_id: int, why: str) -> None:
-        log.error("%s", why)
-        self.close()
-        self.runtime.stop_event(event_id, why)
+        self.runtime.step(pending.event_id, value, error, reply)
 
     # ------------------------------------------------------------------ plumbing
+
+    def _take_pending(self) -> _Encoded | None:
+        """The event answer waiting for Kong's answer, no longer waiting (hold the lock)."""
+        pending, self._pending = self._pending, None
+        return pending
 
     def _write(self, data: bytes) -> bool:
         ok = self.transport.write(data)

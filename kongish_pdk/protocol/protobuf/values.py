@@ -17,14 +17,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
-Value = struct_pb2.Value
-Struct = struct_pb2.Struct
-ListValue = struct_pb2.ListValue
-
-_EXACT_FLOAT = 2.0**53
+from kongish_pdk.protocol.protobuf.wire import bad_key, lua_number, unsendable
 
 
 def fill_value(out: Any, value: Any) -> None:
@@ -44,8 +39,7 @@ def fill_value(out: Any, value: Any) -> None:
     elif isinstance(value, list | tuple):
         fill_list(out.list_value, value)
     else:
-        raise TypeError(f"cannot send a {type(value).__name__} over ProtoBuf:1 "
-                        "(use str, bytes, numbers, bool, None, lists and dicts)")
+        raise unsendable(value)
 
 
 def fill_struct(out: Any, mapping: Mapping[Any, Any]) -> None:
@@ -53,7 +47,7 @@ def fill_struct(out: Any, mapping: Mapping[Any, Any]) -> None:
     fields = out.fields
     for key, item in mapping.items():
         if not isinstance(key, str):
-            raise TypeError(f"ProtoBuf:1 maps need string keys, got {key!r}")
+            raise bad_key(key)
         fill_value(fields[key], item)
 
 
@@ -64,16 +58,12 @@ def fill_list(out: Any, items: Any) -> None:
         fill_value(values.add(), item)
 
 
-def number(value: float) -> int | float:
-    return int(value) if value.is_integer() and abs(value) < _EXACT_FLOAT else value
-
-
 def from_value(value: Any) -> Any:
     kind = value.WhichOneof("kind")
     if kind == "string_value":
         return value.string_value
     if kind == "number_value":
-        return number(value.number_value)
+        return lua_number(value.number_value)
     if kind == "bool_value":
         return value.bool_value
     if kind == "list_value":

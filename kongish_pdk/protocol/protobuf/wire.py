@@ -6,6 +6,10 @@ over MsgPack:1). The ``protobuf`` package refuses both directions, so ``String``
 ``google.protobuf.Value``/``Struct``/``ListValue`` fall back to this reader and writer when
 it does. Same field numbers and wire types: the bytes are what protobuf would produce for
 valid UTF-8 (the tests check that), and what Kong sends and expects otherwise.
+
+The rules both encode paths follow (this one and ``values.py``/``calls.py`` over the
+``protobuf`` package) live here, where the ``protobuf`` package is not needed:
+:func:`lua_number`, :func:`raw`, :func:`unsendable` and :func:`bad_key`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,34 @@ _EXACT_FLOAT = 2.0**53
 
 class WireError(ValueError):
     """Not a valid protobuf message."""
+
+
+# ------------------------------------------------------------------------------ shared rules
+
+def lua_number(value: float) -> int | float:
+    """A ``number_value`` as a plugin gets it: Lua numbers are doubles and lua-MessagePack
+    sends integral ones as integers, so whole (exactly representable) doubles become int."""
+    return int(value) if value.is_integer() and abs(value) < _EXACT_FLOAT else value
+
+
+def raw(text: Any) -> bytes:
+    """The bytes of a str (surrogate escapes kept, as over MsgPack:1) or bytes-like value."""
+    if isinstance(text, str):
+        return text.encode("utf-8", "surrogateescape")
+    if isinstance(text, bytes | bytearray):
+        return bytes(text)
+    raise TypeError(f"expected str or bytes, got {type(text).__name__}")
+
+
+def unsendable(value: Any) -> TypeError:
+    """The error for a value no ``google.protobuf.Value`` can hold."""
+    return TypeError(f"cannot send a {type(value).__name__} over ProtoBuf:1 "
+                     "(use str, bytes, numbers, bool, None, lists and dicts)")
+
+
+def bad_key(key: Any) -> TypeError:
+    """The error for a map key that is not a str (``Struct`` keys are strings)."""
+    return TypeError(f"ProtoBuf:1 maps need string keys, got {key!r}")
 
 
 # ------------------------------------------------------------------------------ reading
@@ -86,9 +118,7 @@ def read_value(buf: bytes) -> Any:
     value: Any = None
     for number, kind, data in fields(buf):
         if number == 2 and kind == _I64:
-            (number_value,) = _DOUBLE.unpack(data)
-            value = (int(number_value) if number_value.is_integer()
-                     and abs(number_value) < _EXACT_FLOAT else number_value)
+            value = lua_number(_DOUBLE.unpack(data)[0])
         elif number == 3 and kind == _LEN:
             value = text(data)
         elif number == 4 and kind == _VARINT:
@@ -140,15 +170,9 @@ def len_field(number: int, data: bytes) -> bytes:
     return _encode_varint(number << 3 | _LEN) + _encode_varint(len(data)) + data
 
 
-def _raw(text: str | bytes | bytearray) -> bytes:
-    if isinstance(text, str):
-        return text.encode("utf-8", "surrogateescape")
-    return bytes(text)
-
-
 def write_string(text: str | bytes) -> bytes:
     """A ``String`` message (empty text is the empty message, as proto3 writes it)."""
-    data = _raw(text)
+    data = raw(text)
     return len_field(1, data) if data else b""
 
 
@@ -160,21 +184,20 @@ def write_value(value: Any) -> bytes:
     if isinstance(value, int | float):
         return bytes((2 << 3 | _I64,)) + _DOUBLE.pack(float(value))
     if isinstance(value, str | bytes | bytearray):
-        return len_field(3, _raw(value))
+        return len_field(3, raw(value))
     if isinstance(value, Mapping):
         return len_field(5, write_struct(value))
     if isinstance(value, list | tuple):
         return len_field(6, write_list(value))
-    raise TypeError(f"cannot send a {type(value).__name__} over ProtoBuf:1 "
-                    "(use str, bytes, numbers, bool, None, lists and dicts)")
+    raise unsendable(value)
 
 
 def write_struct(mapping: Mapping[Any, Any]) -> bytes:
     out = bytearray()
     for key, item in mapping.items():
         if not isinstance(key, str):
-            raise TypeError(f"ProtoBuf:1 maps need string keys, got {key!r}")
-        entry = len_field(1, _raw(key)) + len_field(2, write_value(item))
+            raise bad_key(key)
+        entry = len_field(1, raw(key)) + len_field(2, write_value(item))
         out += len_field(1, entry)
     return bytes(out)
 
@@ -184,7 +207,7 @@ def write_list(items: Any) -> bytes:
 
 
 def write_kv(key: str, value: Any) -> bytes:
-    out = len_field(1, _raw(key)) if key else b""
+    out = len_field(1, raw(key)) if key else b""
     if value is not None:
         out += len_field(2, write_value(value))
     return out

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kongish_pdk.errors import EventStopped
-from kongish_pdk.pdk.table import BY_NAME, PHASES, PDKFunction
+from kongish_pdk.pdk.table import BY_NAME, PDKFunction
 from kongish_pdk.testing.errors import KitViolation, LogPhaseError, NotInKit, PhaseError
 from kongish_pdk.testing.fake_kong.client import ClientMixin
 from kongish_pdk.testing.fake_kong.context import ContextMixin
@@ -81,10 +81,9 @@ class FakeKong(ClientMixin, ContextMixin, LogMixin, NodeMixin, RequestMixin, Res
     def _check_phase(self, fn: PDKFunction) -> None:
         phase = self.state.phase
         if phase not in fn.phases:
-            allowed = fn.kong_phases or tuple(p for p in PHASES if p in fn.phases)
             raise PhaseError(f"{fn.name}: function cannot be called in {phase} phase "
-                             f"(only in: {', '.join(allowed)})")
-        if phase == "log" and fn.live_request:
+                             f"(only in: {', '.join(fn.allowed_phases)})")
+        if phase == "log" and fn.log_unavailable:
             raise LogPhaseError(
                 f"{fn.name}: not available in the log phase of an external plugin. Kong runs "
                 f"it later, in a timer without the request, from a snapshot: use "
