@@ -49,10 +49,29 @@ class ServerProcess:
             threading.Thread(target=self._read_stderr, daemon=True),
             threading.Thread(target=self._read_stdout, daemon=True),
         ]
+        try:
+            for reader in self._readers:
+                reader.start()
+            match = self.wait_for(READY, start_timeout)
+            self.socket_path = match.group("path")
+        except BaseException:
+            self._kill(start_timeout)
+            raise
+
+    def _kill(self, timeout: float) -> None:
+        """SIGKILL by PID, reap it (bounded) and join the readers: a failed start leaks nothing."""
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
         for reader in self._readers:
-            reader.start()
-        match = self.wait_for(READY, start_timeout)
-        self.socket_path = match.group("path")
+            if reader.is_alive():
+                reader.join(timeout)
 
     @property
     def pid(self) -> int:
