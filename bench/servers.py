@@ -17,26 +17,12 @@ from kongish_pdk.testing import ServerProcess, start_server
 
 from support import incumbent as incumbent_server
 from support.incumbent import socket_path
-from support.procstat import process_tree
+from support.procstat import tree_cpu_seconds
 
 PLUGINS = BENCH / "plugins"
-TICK = os.sysconf("SC_CLK_TCK")
 
 OURS_FLAGS = {"threads": [], "gevent": ["-g"], "processes": ["-m"]}
 INCUMBENT_FLAGS = {"threads": [], "gevent": ["-g"], "processes": ["-m"]}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and all its descendants."""
-    total = 0
-    for p in process_tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as stat:
-                fields = stat.read().rpartition(")")[2].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (after the comm field)
-    return total / TICK
 
 
 @dataclass
@@ -47,7 +33,7 @@ class Running:
     _stop: list = field(default_factory=list, repr=False)
 
     def cpu(self) -> float:
-        return cpu_seconds(self.pid)
+        return tree_cpu_seconds(self.pid)
 
     def stop(self) -> None:
         for stop in self._stop:
