@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(nginx libnginx-mod-http-lua lua-messagepack lua-cjson wrk curl)
+# python3-venv: "python3 -m venv" below needs it on stock Debian
+DEBIAN_PACKAGES=(python3-venv nginx libnginx-mod-http-lua lua-messagepack lua-cjson wrk curl)
 
 if command -v apt-get >/dev/null; then
     missing=()
