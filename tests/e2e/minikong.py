@@ -27,10 +27,10 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 try:  # imported as tests.e2e.minikong (bench/)
     from ..support.procstat import process_tree
@@ -75,6 +75,41 @@ def missing_prerequisites() -> list[str]:
     ).exists():
         missing.append(f"lua 5.1 {CJSON_SO} (package lua-cjson)")
     return missing
+
+
+_T = TypeVar("_T")
+POLL_EVERY = 0.01
+
+
+def wait_until(check: Callable[[], _T], timeout: float = 10.0, what: str = "condition",
+               detail: Callable[[], str] | None = None) -> _T:
+    """``check()``'s first truthy result, polled every 10 ms for at most ``timeout`` seconds.
+
+    For conditions only observable from outside (a file, nginx's error log, /proc): nothing
+    notifies on them. AssertionError naming ``what`` (and ``detail()``) on timeout.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout}s"
+                                 + (f":\n{detail()}" if detail else ""))
+        time.sleep(POLL_EVERY)  # bounded poll of an observable condition
+
+
+def wait_for_lines(path: Path, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The JSON lines of a log plugin's file, once there are ``count`` (log runs after the
+    response, in a timer)."""
+
+    def lines() -> list[str] | None:
+        found = path.read_text().splitlines() if path.exists() else []
+        return found if len(found) >= count else None
+
+    found = wait_until(lines, timeout, f"{count} lines in {path}",
+                       lambda: path.read_text() if path.exists() else "(no file)")
+    return [json.loads(line) for line in found]
 
 
 def nginx_binary() -> str:
@@ -551,15 +586,12 @@ class Gateway:
 
     def wait_for_log(self, pattern: str, count: int = 1, timeout: float = 10.0) -> list[str]:
         """Lines of the error log matching ``pattern``, once there are ``count`` of them."""
-        deadline = time.monotonic() + timeout
-        while True:
-            lines = self.log_lines(pattern)
-            if len(lines) >= count:
-                return lines
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{len(lines)} of {count} error-log lines matching "
-                                     f"{pattern!r} after {timeout}s:\n{self.error_log()}")
-            time.sleep(0.01)  # bounded poll of the error log
+        def lines() -> list[str] | None:
+            found = self.log_lines(pattern)
+            return found if len(found) >= count else None
+
+        return wait_until(lines, timeout, f"{count} error-log lines matching {pattern!r}",
+                          self.error_log)
 
     def allow_errors(self, *patterns: str) -> None:
         """Error-level lines matching these are expected (the test provokes them)."""

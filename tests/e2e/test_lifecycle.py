@@ -18,8 +18,15 @@ from pathlib import Path
 import pytest
 
 from .conftest import BOTH_PROTOCOLS, E2E
-from .minikong import Gateway, GatewayError, Plugin, PluginServer, Response
-from .test_example_plugins import wait_for_lines
+from .minikong import (
+    Gateway,
+    GatewayError,
+    Plugin,
+    PluginServer,
+    Response,
+    wait_for_lines,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -225,13 +232,6 @@ def pid_gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return "\nState:\tZ" in status
-
-
-def wait_until(condition, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"no {what} within {timeout}s"
-        time.sleep(0.02)  # bounded poll of an observable condition
 
 
 def test_nginx_worker_0_starts_respawns_and_stops_the_plugin_server(e2e: E2E) -> None:
