@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,9 +54,23 @@ def incumbent(mode: str) -> Running:
                    [lambda: incumbent_server.stop(proc)])
 
 
-def floor() -> Running:
+def floor(timeout: float = 20.0) -> Running:
     path = os.path.join(tempfile.mkdtemp(prefix="floor-"), "floor.sock")
     proc = subprocess.Popen([sys.executable, str(BENCH / "floor_server.py"), path],
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and "listening" in proc.stdout.readline()
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line, deadline = b"", time.monotonic() + timeout
+        while not line.endswith(b"\n") and (left := deadline - time.monotonic()) > 0:
+            if select.select([proc.stdout], [], [], left)[0]:
+                chunk = os.read(proc.stdout.fileno(), 4096)
+                if not chunk:  # exited
+                    break
+                line += chunk
+        if b"listening" not in line:
+            raise RuntimeError(f"floor server not listening within {timeout}s "
+                               f"(exit status {proc.poll()}): {line!r}")
+    except BaseException:
+        incumbent_server.stop(proc)  # by PID: SIGTERM, then SIGKILL, bounded
+        raise
     return Running("floor", path, proc.pid, [lambda: incumbent_server.stop(proc)])
