@@ -24,7 +24,6 @@ from support.procstat import tree_cpu_seconds
 PLUGINS = BENCH / "plugins"
 
 OURS_FLAGS = {"threads": [], "gevent": ["-g"], "processes": ["-m"]}
-INCUMBENT_FLAGS = {"threads": [], "gevent": ["-g"], "processes": ["-m"]}
 
 
 @dataclass

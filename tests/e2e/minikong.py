@@ -483,15 +483,6 @@ class Gateway:
         except FileNotFoundError:
             return ""
 
-    def worker_pids(self) -> list[int]:
-        if self.proc is None:
-            return []
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        try:
-            return [int(p) for p in children.read_text().split()]
-        except OSError:
-            return []
-
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Graceful stop (SIGQUIT lets log timers finish); SIGKILL by PID after ``timeout``.
 

@@ -1,6 +1,6 @@
-"""The incumbent, kong-pdk 0.36, installed in its own venv for side-by-side tests and benches.
+"""The incumbent, kong-pdk 0.36, installed in its own venv for side-by-side benchmarks.
 
-Used by ``bench/`` and by tests marked ``incumbent``. The venv is cached under ``.cache/`` so
+Used by ``bench/`` only (no test runs kong-pdk). The venv is cached under ``.cache/`` so
 repeated runs do not reinstall; it never shares packages with ours.
 """
 
