@@ -6,6 +6,7 @@ arrives, so tests never sleep to wait for start-up. Every wait is bounded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -61,14 +62,10 @@ class ServerProcess:
     def _kill(self, timeout: float) -> None:
         """SIGKILL by PID, reap it (bounded) and join the readers: a failed start leaks nothing."""
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
         for reader in self._readers:
             if reader.is_alive():
                 reader.join(timeout)
