@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +52,7 @@ from tests.e2e.minikong import (
     routes_config,
 )
 from tests.support import incumbent
+from tests.support.procstat import tree_cpu_seconds
 
 HELLO = ROOT / "plugins" / "py-hello.py"
 INCUMBENT_HELLO = ROOT / "bench" / "incumbent_plugins" / "py-hello.py"
@@ -70,31 +71,6 @@ class Target:
     p99_ms: list[float] = field(default_factory=list)
     server_us: list[float] = field(default_factory=list)  # server CPU per request
     errors: list[str] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------------------- CPU time
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        with suppress(OSError):
-            found += [int(p) for p in task.read_text().split()]
-    return found
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds used so far by a process and its live descendants."""
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            stat = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
-        todo += _children(current)
-    return total
 
 
 # ---------------------------------------------------------------------------- wrk
@@ -217,13 +193,13 @@ def main() -> int:
 
 def measure(target: Target, args: argparse.Namespace, round_no: int) -> None:
     pid = target.server_pid
-    cpu_before = tree_cpu(pid) if pid else 0.0
+    cpu_before = tree_cpu_seconds(pid) if pid else 0.0
     rps, p99, total, problems = run_wrk(target.gateway.port, args.duration, args.threads,
                                         args.connections)
     target.rps.append(rps)
     target.p99_ms.append(p99)
     if pid:
-        target.server_us.append(1e6 * (tree_cpu(pid) - cpu_before) / max(total, 1))
+        target.server_us.append(1e6 * (tree_cpu_seconds(pid) - cpu_before) / max(total, 1))
     if problems:
         target.errors.append(problems)
     cpu = f"server {target.server_us[-1]:5.0f} us/req" if pid else ""

@@ -12,6 +12,7 @@ events/s and CPU-time figures of ``run.py`` include, are not in it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import signal
@@ -51,13 +52,22 @@ def instructions(kind: str, events: int) -> int:
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={prefix}/cg.%p", *command],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=prefix,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    wait_for_socket(Path(sock), proc, timeout=300)  # start-up under valgrind takes seconds
-    load = LoadGen(sock, 16)
-    iid = load.start_instance("bench_hello", {})
-    load.drive(iid, "access", events=events)
-    load.close()
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=300)
+    try:
+        wait_for_socket(Path(sock), proc, timeout=300)  # start-up under valgrind takes seconds
+        load = LoadGen(sock, 16)
+        try:
+            iid = load.start_instance("bench_hello", {})
+            load.drive(iid, "access", events=events)
+        finally:
+            load.close()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=300)
+    except BaseException:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=30)
+        raise
     totals = [int(n) for n in TOTAL.findall(err)]
     if not totals:
         raise RuntimeError(f"no callgrind total for {kind}:\n{err[-2000:]}")

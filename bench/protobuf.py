@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -36,30 +35,11 @@ from pb_loadgen import MsgPackLoad, ProtoBufLoad
 from kongish_pdk.testing import start_server
 from tests.support import incumbent as incumbent_server
 from tests.support.incumbent import socket_path
+from tests.support.procstat import tree_cpu_seconds
 
 PLUGINS = BENCH / "plugins"
 RESULTS = BENCH / "results"
 MODE_FLAGS = {"threads": [], "gevent": ["-g"], "processes": ["-m", "--workers", "2"]}
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its children (worker processes)."""
-    pids = [pid]
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as children:
-            pids += [int(p) for p in children.read().split()]
-    except OSError:
-        pass
-    total = 0
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/stat") as stat:
-                fields = stat.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / TICK
 
 
 @dataclass(frozen=True)
@@ -96,9 +76,9 @@ def measure(target: Target, plugin: str, seconds: float, warmup: float,
                 path, concurrency)
             load.start_instance(plugin, {"message": "bench"})
             load.run(warmup)
-            cpu = cpu_seconds(pid)
+            cpu = tree_cpu_seconds(pid)
             events = load.run(seconds)
-            cpu = cpu_seconds(pid) - cpu
+            cpu = tree_cpu_seconds(pid) - cpu
             return events / seconds, cpu * 1e6 / max(events, 1)
         finally:
             stop()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,26 +19,11 @@ from kongish_pdk.testing import ServerProcess, start_server
 
 from support import incumbent as incumbent_server
 from support.incumbent import socket_path
-from support.procstat import process_tree
+from support.procstat import tree_cpu_seconds
 
 PLUGINS = BENCH / "plugins"
-TICK = os.sysconf("SC_CLK_TCK")
 
 OURS_FLAGS = {"threads": [], "gevent": ["-g"], "processes": ["-m"]}
-INCUMBENT_FLAGS = {"threads": [], "gevent": ["-g"], "processes": ["-m"]}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and all its descendants."""
-    total = 0
-    for p in process_tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as stat:
-                fields = stat.read().rpartition(")")[2].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (after the comm field)
-    return total / TICK
 
 
 @dataclass
@@ -47,7 +34,7 @@ class Running:
     _stop: list = field(default_factory=list, repr=False)
 
     def cpu(self) -> float:
-        return cpu_seconds(self.pid)
+        return tree_cpu_seconds(self.pid)
 
     def stop(self) -> None:
         for stop in self._stop:
@@ -66,9 +53,23 @@ def incumbent(mode: str) -> Running:
                    [lambda: incumbent_server.stop(proc)])
 
 
-def floor() -> Running:
+def floor(timeout: float = 20.0) -> Running:
     path = os.path.join(tempfile.mkdtemp(prefix="floor-"), "floor.sock")
     proc = subprocess.Popen([sys.executable, str(BENCH / "floor_server.py"), path],
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and "listening" in proc.stdout.readline()
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line, deadline = b"", time.monotonic() + timeout
+        while not line.endswith(b"\n") and (left := deadline - time.monotonic()) > 0:
+            if select.select([proc.stdout], [], [], left)[0]:
+                chunk = os.read(proc.stdout.fileno(), 4096)
+                if not chunk:  # exited
+                    break
+                line += chunk
+        if b"listening" not in line:
+            raise RuntimeError(f"floor server not listening within {timeout}s "
+                               f"(exit status {proc.poll()}): {line!r}")
+    except BaseException:
+        incumbent_server.stop(proc)  # by PID: SIGTERM, then SIGKILL, bounded
+        raise
     return Running("floor", path, proc.pid, [lambda: incumbent_server.stop(proc)])

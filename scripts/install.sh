@@ -2,11 +2,12 @@
 # Installs everything kongish-pdk needs to run, test and benchmark on a fresh Debian/Ubuntu
 # machine: the Debian packages of the real-gateway tests (nginx with the Lua module, Kong's own
 # msgpack library), a venv in .venv with the package (all extras) and the test tools, and the
-# incumbent kong-pdk 0.36 in its own venv for the side-by-side tests and benchmarks.
+# incumbent kong-pdk 0.36 in its own venv for the side-by-side benchmarks (bench/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(nginx libnginx-mod-http-lua lua-messagepack lua-cjson wrk curl)
+# python3-venv: "python3 -m venv" below needs it on stock Debian
+DEBIAN_PACKAGES=(python3-venv nginx libnginx-mod-http-lua lua-messagepack lua-cjson wrk curl)
 
 if command -v apt-get >/dev/null; then
     missing=()
@@ -29,7 +30,7 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[all,test]"
 
-# kong-pdk 0.36 in .cache/kong-pdk-0.36, for the tests and benches that compare with it.
+# kong-pdk 0.36 in .cache/kong-pdk-0.36, for the benches that compare with it.
 .venv/bin/python -c "import sys; sys.path.insert(0, 'tests'); \
 from support.incumbent import kong_pdk_venv; print('incumbent ready in', kong_pdk_venv())"
 echo "installed: .venv/bin/kongish-pluginserver"

@@ -8,11 +8,7 @@ from kongish_pdk.testing import KongClient
 from kongish_pdk.workers import affinity
 
 from conftest import TEST_PLUGINS
-
-
-def hello(kong: KongClient, iid: int) -> dict[str, str]:
-    trace = kong.run_event(iid, "access", lambda m, a: None)
-    return dict(args for method, args in trace.calls if method.endswith("set_header"))
+from support.events import set_headers as hello
 
 
 def worker_pids(kong: KongClient, workers: int) -> set[int]:

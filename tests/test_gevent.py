@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -18,25 +19,27 @@ TRIMMED = r"returned \d+ KiB of freed memory to the OS"
 
 def _concurrent_first_calls(path: str, instance_id: int) -> list[dict]:
     """Send N HandleEvents at once, on N connections; return the N replies."""
-    conns = []
-    for msgid in range(N):
-        sock = socket.socket(socket.AF_UNIX)
-        sock.settimeout(30)
-        sock.connect(path)
-        sock.sendall(msgpack.packb([0, msgid, "plugin.HandleEvent",
-                                    [{"InstanceId": instance_id, "EventName": "access"}]]))
-        conns.append(sock)
-    replies = []
-    for sock in conns:
-        unpacker = msgpack.Unpacker(raw=False)
-        while True:
-            unpacker.feed(sock.recv(65536))
-            messages = [m for m in unpacker if m[0] == 1]
-            if messages:
-                replies.append(messages[0][3])
-                break
-        sock.close()
-    return replies
+    with contextlib.ExitStack() as sockets:  # all closed, whatever fails
+        conns = []
+        for msgid in range(N):
+            sock = sockets.enter_context(socket.socket(socket.AF_UNIX))
+            sock.settimeout(30)
+            sock.connect(path)
+            sock.sendall(msgpack.packb([0, msgid, "plugin.HandleEvent",
+                                        [{"InstanceId": instance_id, "EventName": "access"}]]))
+            conns.append(sock)
+        replies = []
+        for sock in conns:
+            unpacker = msgpack.Unpacker(raw=False)
+            while True:
+                data = sock.recv(65536)
+                assert data, "the server closed the connection before replying"
+                unpacker.feed(data)
+                messages = [m for m in unpacker if m[0] == 1]
+                if messages:
+                    replies.append(messages[0][3])
+                    break
+        return replies
 
 
 def test_a_thousand_blocking_handlers_wait_together_on_one_thread(start) -> None:

@@ -10,12 +10,8 @@ import pytest
 from kongish_pdk.testing import KongClient, ServerProcess
 
 from conftest import EXAMPLES, TEST_PLUGINS
+from support.events import set_headers as hello
 from support.procstat import process_tree, resources
-
-
-def hello(kong: KongClient, iid: int) -> dict[str, str]:
-    trace = kong.run_event(iid, "access", lambda m, a: None)
-    return dict(args for method, args in trace.calls if method.endswith("set_header"))
 
 
 def test_state_persists_per_worker_and_one_instance_uses_every_worker(start) -> None:
@@ -62,8 +58,7 @@ def test_single_file_server_runs_in_worker_processes(tmp_path) -> None:
             iid = kong.start_instance("py-hello", {"message": "hi"})
             pids = set()
             for _ in range(4):
-                trace = kong.run_event(iid, "access", lambda m, a: "example.com")
-                headers = dict(a for m, a in trace.calls if m.endswith("set_header"))
+                headers = hello(kong, iid, lambda m, a: "example.com")
                 assert headers["x-hello-from-python"] == "Python says hi to example.com"
                 pids.add(headers["x-python-pid"])
             assert len(pids) == 2 and str(server.pid) not in pids

@@ -274,22 +274,23 @@ def test_nothing_else_is_dispatchable(kong: KongClient, method: str, error: str)
 
 
 def test_server_pid_notification_comes_first_and_once_per_connection(server: ServerProcess) -> None:
-    raw = socket.socket(socket.AF_UNIX)
-    raw.settimeout(10)
-    raw.connect(server.socket_path)
-    unpacker = msgpack.Unpacker(raw=False)
-    for msgid in (1, 2):
-        raw.sendall(msgpack.packb([0, msgid, "plugin.GetStatus", []]))
-        messages: list = []
-        while not messages or messages[-1][0] != 1:
-            unpacker.feed(raw.recv(65536))
-            messages.extend(unpacker)
-        if msgid == 1:
-            assert messages[0] == [2, "serverPid", server.pid]
-            assert messages[1][:3] == [1, 1, None]
-        else:
-            assert [m[0] for m in messages] == [1]
-    raw.close()
+    with socket.socket(socket.AF_UNIX) as raw:
+        raw.settimeout(10)
+        raw.connect(server.socket_path)
+        unpacker = msgpack.Unpacker(raw=False)
+        for msgid in (1, 2):
+            raw.sendall(msgpack.packb([0, msgid, "plugin.GetStatus", []]))
+            messages: list = []
+            while not messages or messages[-1][0] != 1:
+                data = raw.recv(65536)
+                assert data, "the server closed the connection before replying"
+                unpacker.feed(data)
+                messages.extend(unpacker)
+            if msgid == 1:
+                assert messages[0] == [2, "serverPid", server.pid]
+                assert messages[1][:3] == [1, 1, None]
+            else:
+                assert [m[0] for m in messages] == [1]
 
 
 def test_exact_bytes_kong_sends(server: ServerProcess) -> None:

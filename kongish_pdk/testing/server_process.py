@@ -6,6 +6,7 @@ arrives, so tests never sleep to wait for start-up. Every wait is bounded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -49,10 +50,25 @@ class ServerProcess:
             threading.Thread(target=self._read_stderr, daemon=True),
             threading.Thread(target=self._read_stdout, daemon=True),
         ]
+        try:
+            for reader in self._readers:
+                reader.start()
+            match = self.wait_for(READY, start_timeout)
+            self.socket_path = match.group("path")
+        except BaseException:
+            self._kill(start_timeout)
+            raise
+
+    def _kill(self, timeout: float) -> None:
+        """SIGKILL by PID, reap it (bounded) and join the readers: a failed start leaks nothing."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout)
         for reader in self._readers:
-            reader.start()
-        match = self.wait_for(READY, start_timeout)
-        self.socket_path = match.group("path")
+            if reader.is_alive():
+                reader.join(timeout)
 
     @property
     def pid(self) -> int:

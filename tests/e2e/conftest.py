@@ -32,6 +32,7 @@ from kongish_pdk.testing import ServerProcess, start_server
 from .minikong import (
     INSTALL_HINT,
     Gateway,
+    GatewayError,
     Plugin,
     PluginServer,
     missing_prerequisites,
@@ -172,9 +173,14 @@ class E2E:
     def close(self) -> list[str]:
         """Stop everything by PID; return the problems found in the logs."""
         problems: list[str] = []
-        for gateway in self.gateways:
-            gateway.stop()
-        self.stop_server()
+        try:
+            for gateway in self.gateways:  # each on its own: one failure stops no other
+                try:
+                    gateway.stop()
+                except GatewayError as error:
+                    problems.append(f"nginx stop: {error}")
+        finally:
+            self.stop_server()
         for gateway in self.gateways:
             problems += [f"nginx error log: {line}" for line in gateway.unexpected_errors()]
         for server in self.stopped_servers:

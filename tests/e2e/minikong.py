@@ -20,16 +20,22 @@ import http.client
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+try:  # imported as tests.e2e.minikong (bench/)
+    from ..support.procstat import process_tree
+except ImportError:  # as e2e.minikong: pytest puts tests/ on sys.path
+    from support.procstat import process_tree  # type: ignore[no-redef]
 
 HERE = Path(__file__).resolve().parent
 LUA_DIR = HERE / "lua"
@@ -69,6 +75,41 @@ def missing_prerequisites() -> list[str]:
     ).exists():
         missing.append(f"lua 5.1 {CJSON_SO} (package lua-cjson)")
     return missing
+
+
+_T = TypeVar("_T")
+POLL_EVERY = 0.01
+
+
+def wait_until(check: Callable[[], _T], timeout: float = 10.0, what: str = "condition",
+               detail: Callable[[], str] | None = None) -> _T:
+    """``check()``'s first truthy result, polled every 10 ms for at most ``timeout`` seconds.
+
+    For conditions only observable from outside (a file, nginx's error log, /proc): nothing
+    notifies on them. AssertionError naming ``what`` (and ``detail()``) on timeout.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout}s"
+                                 + (f":\n{detail()}" if detail else ""))
+        time.sleep(POLL_EVERY)  # bounded poll of an observable condition
+
+
+def wait_for_lines(path: Path, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The JSON lines of a log plugin's file, once there are ``count`` (log runs after the
+    response, in a timer)."""
+
+    def lines() -> list[str] | None:
+        found = path.read_text().splitlines() if path.exists() else []
+        return found if len(found) >= count else None
+
+    found = wait_until(lines, timeout, f"{count} lines in {path}",
+                       lambda: path.read_text() if path.exists() else "(no file)")
+    return [json.loads(line) for line in found]
 
 
 def nginx_binary() -> str:
@@ -283,6 +324,28 @@ def run_lua(code: str, prefix: Path, timeout: float = 30.0) -> subprocess.Comple
     )
 
 
+def _wait_or_kill(pidfds: dict[int, int], timeout: float) -> None:
+    """Wait up to ``timeout`` for these processes (PID -> pidfd) to exit; SIGKILL the rest.
+
+    They are not our children: a pidfd is how to wait for (and signal) exactly them.
+    """
+    poller = select.poll()
+    for fd in pidfds.values():
+        poller.register(fd, select.POLLIN)
+    left, deadline = dict(pidfds), time.monotonic() + timeout
+    try:
+        while left and (remaining := deadline - time.monotonic()) > 0:
+            for fd, _ in poller.poll(remaining * 1000):
+                poller.unregister(fd)
+                left = {pid: f for pid, f in left.items() if f != fd}
+        for fd in left.values():
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+    finally:
+        for fd in pidfds.values():
+            os.close(fd)
+
+
 # ---------------------------------------------------------------------------- HTTP
 
 
@@ -420,20 +483,25 @@ class Gateway:
         except FileNotFoundError:
             return ""
 
-    def worker_pids(self) -> list[int]:
-        if self.proc is None:
-            return []
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        try:
-            return [int(p) for p in children.read_text().split()]
-        except OSError:
-            return []
-
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Graceful stop (SIGQUIT lets log timers finish); SIGKILL by PID after ``timeout``."""
+        """Graceful stop (SIGQUIT lets log timers finish); SIGKILL by PID after ``timeout``.
+
+        The plugin servers worker 0 started (``start_cmd``) only get a SIGTERM from the
+        exiting worker, as in Kong: they are waited for too, and killed after ``timeout``.
+        """
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
+        servers: dict[int, int] = {}
+        self._plugin_servers(servers)
+        try:
+            if proc.poll() is None:
+                self._stop_nginx(proc, timeout)
+        finally:
+            self._plugin_servers(servers)  # any started since the first look
+            _wait_or_kill(servers, timeout)
+
+    def _stop_nginx(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
         workers = self._children(proc.pid)
         proc.send_signal(signal.SIGQUIT)
         try:
@@ -445,6 +513,30 @@ class Gateway:
             proc.kill()
             proc.wait(timeout)
             raise GatewayError(f"nginx {proc.pid} ignored SIGQUIT for {timeout}s") from None
+
+    def _plugin_servers(self, found: dict[int, int]) -> None:
+        """Add PID -> pidfd of the live plugin servers worker 0 started, and descendants.
+
+        The PIDs come from the "[pluginserver] started, pid N" log lines; one counts only
+        while its command line is a ``start_cmd`` (not a later process that reused the PID).
+        A pidfd keeps naming the same process until closed, whatever happens to the PID.
+        """
+        commands = {server.start_cmd for server in self.config.servers if server.start_cmd}
+        if not commands:
+            return
+        for match in re.finditer(r"\[pluginserver\] started, pid (\d+)", self.error_log()):
+            pid = int(match.group(1))
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip() \
+                        .decode("utf-8", "replace") not in commands:
+                    continue
+                tree = process_tree(pid)
+            except OSError:  # gone
+                continue
+            for member in tree:
+                if member not in found:
+                    with contextlib.suppress(OSError):
+                        found[member] = os.pidfd_open(member)
 
     @staticmethod
     def _children(pid: int) -> list[int]:
@@ -485,15 +577,12 @@ class Gateway:
 
     def wait_for_log(self, pattern: str, count: int = 1, timeout: float = 10.0) -> list[str]:
         """Lines of the error log matching ``pattern``, once there are ``count`` of them."""
-        deadline = time.monotonic() + timeout
-        while True:
-            lines = self.log_lines(pattern)
-            if len(lines) >= count:
-                return lines
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{len(lines)} of {count} error-log lines matching "
-                                     f"{pattern!r} after {timeout}s:\n{self.error_log()}")
-            time.sleep(0.01)  # bounded poll of the error log
+        def lines() -> list[str] | None:
+            found = self.log_lines(pattern)
+            return found if len(found) >= count else None
+
+        return wait_until(lines, timeout, f"{count} error-log lines matching {pattern!r}",
+                          self.error_log)
 
     def allow_errors(self, *patterns: str) -> None:
         """Error-level lines matching these are expected (the test provokes them)."""

@@ -7,30 +7,15 @@ from __future__ import annotations
 
 import http.client
 import json
-import time
-from pathlib import Path
 
 import pytest
 
 from .conftest import BOTH_PROTOCOLS, E2E
-from .minikong import Plugin
+from .minikong import Plugin, wait_for_lines
 
 pytestmark = pytest.mark.e2e
 
 KEYS = {"secret-alice": "alice", "secret-bob": "bob"}
-
-
-def wait_for_lines(path: Path, count: int, timeout: float = 10.0) -> list[dict]:
-    """The JSON lines of a log plugin's file, once there are ``count`` (log runs after the
-    response, in a timer)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = path.read_text().splitlines() if path.exists() else []
-        if len(lines) >= count:
-            return [json.loads(line) for line in lines]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{len(lines)} of {count} lines in {path} after {timeout}s")
-        time.sleep(0.01)  # bounded poll of an observable condition (the file)
 
 
 # ---------------------------------------------------------------------------- py-hello

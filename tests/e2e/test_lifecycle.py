@@ -18,8 +18,15 @@ from pathlib import Path
 import pytest
 
 from .conftest import BOTH_PROTOCOLS, E2E
-from .minikong import Gateway, GatewayError, Plugin, PluginServer, Response
-from .test_example_plugins import wait_for_lines
+from .minikong import (
+    Gateway,
+    GatewayError,
+    Plugin,
+    PluginServer,
+    Response,
+    wait_for_lines,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -72,10 +79,7 @@ def test_an_expired_instance_is_restarted_on_no_plugin_instance(e2e: E2E) -> Non
     server = e2e.server
     assert server is not None
     expired = r"instance #\d+ of plugin 'py-hello' \(idle for"
-    deadline = time.monotonic() + 10
-    while server.count(expired) < 2:  # both workers' instances
-        assert time.monotonic() < deadline, server.log
-        time.sleep(0.02)  # bounded poll of the server's log
+    server.wait_for_count(expired, 2, timeout=10)  # both workers' instances
     before = len(started_instances(e2e, "py-hello"))
     resp = gw.get("/hello")
     assert resp.status == 200
@@ -131,6 +135,7 @@ class Traffic:
         self.gw = gw
         self.path = path
         self.outcomes: list[Outcome] = []
+        self._recorded = threading.Condition()  # notified on each new outcome
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -143,7 +148,9 @@ class Traffic:
                                   resp.header(HELLO) is not None)
             except OSError as exc:
                 outcome = Outcome(started, time.monotonic(), None, False, repr(exc))
-            self.outcomes.append(outcome)
+            with self._recorded:
+                self.outcomes.append(outcome)
+                self._recorded.notify_all()
 
     def __enter__(self) -> Traffic:
         self._thread.start()
@@ -156,10 +163,13 @@ class Traffic:
     def wait_for(self, count: int, since: float, timeout: float = 15.0) -> None:
         """Until ``count`` requests that started after ``since`` have completed."""
         deadline = time.monotonic() + timeout
-        while sum(o.started >= since for o in self.outcomes) < count:
-            assert time.monotonic() < deadline, f"traffic stalled: {self.outcomes[-5:]}"
-            assert self._thread.is_alive()
-            time.sleep(0.01)  # bounded poll of the traffic thread's progress
+        with self._recorded:
+            while sum(o.started >= since for o in self.outcomes) < count:
+                left = deadline - time.monotonic()
+                assert left > 0, f"traffic stalled: {self.outcomes[-5:]}"
+                assert self._thread.is_alive()
+                # woken by each new outcome; once a second anyway, to see a dead thread
+                self._recorded.wait(min(left, 1.0))
 
 
 @BOTH_PROTOCOLS
@@ -222,13 +232,6 @@ def pid_gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return "\nState:\tZ" in status
-
-
-def wait_until(condition, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"no {what} within {timeout}s"
-        time.sleep(0.02)  # bounded poll of an observable condition
 
 
 def test_nginx_worker_0_starts_respawns_and_stops_the_plugin_server(e2e: E2E) -> None:

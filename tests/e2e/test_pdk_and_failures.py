@@ -13,8 +13,7 @@ import re
 import pytest
 
 from .conftest import BOTH_PROTOCOLS, E2E
-from .minikong import Plugin
-from .test_example_plugins import wait_for_lines
+from .minikong import Plugin, wait_for_lines
 
 pytestmark = pytest.mark.e2e
 

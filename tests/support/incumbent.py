@@ -1,6 +1,6 @@
-"""The incumbent, kong-pdk 0.36, installed in its own venv for side-by-side tests and benches.
+"""The incumbent, kong-pdk 0.36, installed in its own venv for side-by-side benchmarks.
 
-Used by ``bench/`` and by tests marked ``incumbent``. The venv is cached under ``.cache/`` so
+Used by ``bench/`` only (no test runs kong-pdk). The venv is cached under ``.cache/`` so
 repeated runs do not reinstall; it never shares packages with ours.
 """
 
@@ -27,7 +27,8 @@ def kong_pdk_venv(venv: Path = VENV, timeout: float = 600.0) -> Path:
     """A venv with kong-pdk 0.36 (created on first use); returns its directory."""
     python = venv / "bin" / "python"
     probe = [str(python), "-c", "import kong_pdk, gevent"]
-    if python.exists() and subprocess.run(probe, check=False, capture_output=True).returncode == 0:
+    if python.exists() and subprocess.run(probe, check=False, capture_output=True,
+                                          timeout=60).returncode == 0:
         return venv
     venv.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True,
@@ -73,7 +74,11 @@ def start(plugins_dir: Path, prefix: Path, mode: str = "threads",
     command = server_command(kong_pdk_venv(), plugins_dir, prefix, *MODE_FLAGS[mode])
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, **popen)
-    wait_for_socket(socket_path(prefix), proc)
+    try:
+        wait_for_socket(socket_path(prefix), proc)
+    except BaseException:
+        stop(proc)
+        raise
     return proc
 
 

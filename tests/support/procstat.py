@@ -1,12 +1,15 @@
-"""Open file descriptors and resident memory of a process and its descendants (/proc)."""
+"""Open file descriptors, resident memory and CPU time of a process and its descendants
+(/proc)."""
 
 from __future__ import annotations
 
 import os
 
+TICK = os.sysconf("SC_CLK_TCK")
+
 
 def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants."""
+    """``pid`` and all its descendants (FileNotFoundError if ``pid`` itself is gone)."""
     children: list[int] = []
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
@@ -14,7 +17,27 @@ def process_tree(pid: int) -> list[int]:
                 children.extend(int(c) for c in listing.read().split())
         except FileNotFoundError:  # the thread ended meanwhile
             continue
-    return [pid, *(p for child in children for p in process_tree(child))]
+    tree = [pid]
+    for child in children:
+        try:
+            tree += process_tree(child)
+        except FileNotFoundError:  # the child exited meanwhile
+            continue
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by ``pid`` and its live descendants (all of
+    them: the -m forkserver's pool children are grandchildren)."""
+    ticks = 0
+    for member in process_tree(pid):
+        try:
+            with open(f"/proc/{member}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except FileNotFoundError:  # exited meanwhile
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (after the comm field)
+    return ticks / TICK
 
 
 def resources(pids: list[int]) -> tuple[int, int]:
