@@ -30,6 +30,7 @@ from kongish_pdk import dump
 from kongish_pdk.errors import PluginLoadError
 from kongish_pdk.pdk.table import BY_NAME, PHASES, namespaces
 from kongish_pdk.plugin.loader import candidates, load_file
+from kongish_pdk.plugin.schema import config_record
 from kongish_pdk.plugin.spec import UNREACHABLE_PHASES, PluginSpec
 from kongish_pdk.protocol.kong_msgpack import PROTOCOL
 
@@ -235,8 +236,8 @@ def render_text(report: Report) -> str:
         info = report.dump["Plugins"][0]
         lines.append(f"  version {info['Version']}, priority {info['Priority']}, "
                      f"phases: {', '.join(info['Phases'])}")
-        config = info["Schema"]["fields"][0]["config"]["fields"]
-        for entry in config:
+        config = config_record(info["Schema"]) or {}
+        for entry in config.get("fields", []):
             ((field_name, spec),) = entry.items()
             extras = {k: v for k, v in spec.items() if k not in ("type", "fields", "elements",
                                                                   "keys", "values")}
