@@ -93,3 +93,19 @@ def test_load_errors_are_reported_per_plugin(tmp_path: Path) -> None:
     assert "at most three numeric parts" in done.stdout
     assert "good  (" in done.stdout and "helper" not in done.stdout
     assert "2 plugin(s), 1 error(s)" in done.stdout
+
+
+def test_full_subschema_with_config_not_first_is_shown(tmp_path: Path) -> None:
+    # Kong's sub-schemas usually start with protocols/consumer/route fields: config can be
+    # anywhere in the list.
+    (tmp_path / "full.py").write_text(
+        "version = '1.0'\n"
+        "Schema = {'name': 'full', 'fields': [\n"
+        "    {'protocols': {'type': 'set', 'elements': {'type': 'string'}}},\n"
+        "    {'config': {'type': 'record', 'fields': [\n"
+        "        {'message': {'type': 'string', 'default': 'hi'}}]}}]}\n"
+        "class Plugin:\n    def __init__(self, c): pass\n"
+        "    def access(self, kong): pass\n")
+    done = check(str(tmp_path / "full.py"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert 'config.message: string {"default": "hi"}' in done.stdout
