@@ -35,6 +35,7 @@ from kongish_pdk.plugin.loader import load_file
 from kongish_pdk.plugin.spec import PluginSpec
 from kongish_pdk.runtime.instances import InstanceMeta
 from kongish_pdk.runtime.local import close_plugin
+from kongish_pdk.runtime.runtime import FAIL_CLOSED_CALLS
 from kongish_pdk.testing import luamsgpack
 from kongish_pdk.testing.errors import ConfigRejected, PluginError
 from kongish_pdk.testing.fake_kong import (
@@ -61,9 +62,6 @@ MODES: tuple[Mode, ...] = ("local", "wire")
 
 # The phases of one HTTP request, in Kong's order (certificate/preread: use run_phase).
 REQUEST_PHASES = ("rewrite", "access", "response", "log")
-
-# Where the server answers a failing handler with kong.response.error(500) (fail-closed).
-FAIL_CLOSED_PHASES = frozenset({"rewrite", "access", "response"})
 
 
 @dataclass
@@ -136,9 +134,10 @@ class LocalRunner:
         except Exception as exc:
             run = PhaseRun(phase, f"{type(exc).__name__}: {exc}",
                            "".join(traceback.format_exception(exc)), exc)
-            if phase in FAIL_CLOSED_PHASES and not backend.stopped:
-                backend.pdk_response_error([500])  # what --on-plugin-error=fail-closed sends
-                backend.stop("the plugin failed")
+            call = FAIL_CLOSED_CALLS.get(phase)
+            if call is not None and not backend.stopped:
+                # What --on-plugin-error=fail-closed sends, as WireRunner replays it.
+                backend.call(call.method, list(call.args))
             return run
         return PhaseRun(phase)
 
