@@ -25,7 +25,6 @@ import json
 import re
 import socket
 import struct
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,10 +33,10 @@ from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
 from kongish_pdk.protocol.protobuf.messages import pb
+from kongish_pdk.testing.kong_worker import PDKAnswer, Trace, start_config
 from kongish_pdk.testing.pool import PooledClient
 
 _LENGTH = struct.Struct("<I")
-PDKAnswer = Callable[[str, list[Any]], Any]
 
 
 class RemoteClosed(ConnectionError):
@@ -52,17 +51,11 @@ class MethodNotFound(LookupError):
 
 
 @dataclass
-class PBEventTrace:
-    """What happened in one event, as Kong saw it."""
+class PBEventTrace(Trace):
+    """What happened in one event, as Kong saw it (``ended_by``: "ret" or
+    "kong.response.exit")."""
 
-    calls: list[tuple[str, list[Any]]] = field(default_factory=list)
-    ended_by: str = "ret"  # "ret", or "kong.response.exit"
-    exit_args: list[Any] | None = None
     frames: list[bytes] = field(default_factory=list)  # every frame the server sent
-
-    @property
-    def methods(self) -> list[str]:
-        return [m for m, _ in self.calls]
 
 
 # --------------------------------------------------------------------- the service table
@@ -316,10 +309,7 @@ class PBKongClient(PooledClient[PBConnection]):
 
     def start_instance(self, name: str, config: dict[str, Any] | None = None, *,
                        seq: int = 1, plugin_id: str | None = None) -> int:
-        full = dict(config or {})
-        plugin_id = plugin_id or str(uuid.uuid4())
-        full.update({"__plugin_id": plugin_id, "__ws_id": "d5a1f4b2-0000-4000-8000-000000000000",
-                     "__key__": f"plugins:{name}::::{plugin_id}", "__seq__": seq})
+        full = start_config(name, config, seq=seq, plugin_id=plugin_id)
         message = pb.CmdStartInstance(name=name, config=json.dumps(full).encode())
         with self.connection() as conn:
             sequence, _ = self._rpc(conn, "cmd_start_instance", message)
