@@ -58,6 +58,7 @@ class Connection:
                                          unicode_errors="surrogateescape")
         self.fast = fast
         self.notifications: list[list[Any]] = []
+        self.keepalive = True  # MsgPack:1 never abandons a completed call's connection
 
     def send(self, message: list[Any]) -> None:
         if self.fast:
