@@ -203,7 +203,7 @@ def check_plugin(path: Path, gevent: bool) -> Report:
     except PluginLoadError as exc:
         report.findings.append(Finding("error", exc.message))
     else:
-        report.dump = {"Protocol": PROTOCOL, "Plugins": [spec.info()]}
+        report.dump = dump.document([spec], PROTOCOL)
         report.findings.extend(lint_class(spec))
     try:  # the source lints work even when the import failed
         text = source.read_text(encoding="utf-8")
