@@ -62,9 +62,6 @@ from kongish_pdk.testing.server_process import ServerProcess, start_server
 Mode = Literal["local", "wire"]
 MODES: tuple[Mode, ...] = ("local", "wire")
 
-# The phases of one HTTP request, in Kong's order (certificate/preread: use run_phase).
-REQUEST_PHASES = ("rewrite", "access", "response", "log")
-
 
 @dataclass
 class Result:

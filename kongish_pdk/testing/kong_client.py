@@ -121,12 +121,6 @@ class KongClient(PooledClient[Connection]):
             raise RemoteError(reply[2])
         return reply[3]
 
-    def send_only(self, method: str, *params: Any) -> Connection:
-        """Send a request and do not read the answer (Kong abandoning a request)."""
-        conn = Connection(self.socket_path, self.timeout, self.fast)
-        conn.send([0, next(self._ids), method, list(params)])
-        return conn
-
     def start_instance(self, name: str, config: dict[str, Any] | None = None, *,
                        seq: int = 1, plugin_id: str | None = None) -> int:
         """StartInstance with Config as Kong encodes it (a JSON string with its own keys)."""
