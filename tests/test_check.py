@@ -109,3 +109,19 @@ def test_full_subschema_with_config_not_first_is_shown(tmp_path: Path) -> None:
     done = check(str(tmp_path / "full.py"))
     assert done.returncode == 0, done.stdout + done.stderr
     assert 'config.message: string {"default": "hi"}' in done.stdout
+
+
+def test_a_package_importing_its_plugin_class_is_checked_where_it_is_written(
+        tmp_path: Path) -> None:
+    # The server serves any module that has Plugin after import, wherever it is written.
+    package = tmp_path / "split"
+    package.mkdir()
+    (package / "__init__.py").write_text("from .handler import Plugin\n\nversion = '1.0'\n")
+    (package / "handler.py").write_text(
+        "class Plugin:\n    def __init__(self, c): pass\n\n"
+        "    def access(self, kong):\n        kong.request.get_heade('host')\n")
+    done = check(str(tmp_path))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 plugin(s), 1 error(s)" in done.stdout
+    assert str(package / "handler.py") in done.stdout
+    assert "line 5: kong.request.get_heade is not a PDK function" in done.stdout
