@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import difflib
 import inspect
 import json
@@ -29,7 +30,8 @@ from typing import Any
 from kongish_pdk import dump
 from kongish_pdk.errors import PluginLoadError
 from kongish_pdk.pdk.table import BY_NAME, PHASES, namespaces
-from kongish_pdk.plugin.loader import candidates, load_file
+from kongish_pdk.plugin.loader import candidates, import_file, load_module_plugin
+from kongish_pdk.plugin.schema import config_record
 from kongish_pdk.plugin.spec import UNREACHABLE_PHASES, PluginSpec
 from kongish_pdk.protocol.names import MSGPACK, protocol_name
 
@@ -64,7 +66,7 @@ class Finding:
 @dataclass
 class Report:
     name: str
-    source: str
+    source: str  # the file the source lints read: where the Plugin class is defined
     dump: dict[str, Any] | None = None  # what --dump-plugin-info prints (None: not loadable)
     findings: list[Finding] = field(default_factory=list)
 
@@ -90,17 +92,20 @@ def _chain(node: ast.AST) -> list[str] | None:
     return None
 
 
-def _plugin_class(tree: ast.Module) -> ast.ClassDef | None:
-    return next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Plugin"),
+def _plugin_class(tree: ast.Module, name: str = "Plugin") -> ast.ClassDef | None:
+    return next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name),
                 None)
 
 
-def lint_source(source: str, gevent: bool) -> Iterator[Finding]:
-    """Lints that read the plugin's code: PDK calls per phase, imports, phase names."""
+def lint_source(source: str, gevent: bool, class_name: str = "Plugin") -> Iterator[Finding]:
+    """Lints that read the plugin's code: PDK calls per phase, imports, phase names.
+
+    ``class_name``: the name the Plugin class is defined under in ``source``.
+    """
     tree = ast.parse(source)
     if gevent:
         yield from _gevent_imports(tree)
-    cls = _plugin_class(tree)
+    cls = _plugin_class(tree, class_name)
     if cls is None:
         return
     for item in cls.body:
@@ -193,20 +198,32 @@ def lint_class(spec: PluginSpec) -> Iterator[Finding]:
 
 # ---------------------------------------------------------------------- running
 
-def check_plugin(path: Path, gevent: bool) -> Report:
+def check_plugin(path: Path, gevent: bool) -> Report | None:
+    """The report of one candidate, imported as the server imports it; None for a helper
+    module (no ``Plugin`` after import: the server does not serve it either)."""
     name = path.name if path.is_dir() else path.stem
     source = path / "__init__.py" if path.is_dir() else path
+    class_name = "Plugin"
     report = Report(name, str(source))
     try:
-        spec = load_file(path)
+        candidate, module = import_file(path)
+        if not hasattr(module, "Plugin"):
+            return None
+        spec = load_module_plugin(candidate.name, module, str(candidate.path))
     except PluginLoadError as exc:
         report.findings.append(Finding("error", exc.message))
     else:
-        report.dump = {"Protocol": protocol_name(MSGPACK), "Plugins": [spec.info()]}
+        report.dump = dump.document([spec], protocol_name(MSGPACK))
         report.findings.extend(lint_class(spec))
+        # Lint where the class is written (a package may import it from handler.py).
+        with contextlib.suppress(TypeError):
+            defined_in = inspect.getsourcefile(spec.cls)
+            if defined_in:
+                source, class_name = Path(defined_in), spec.cls.__name__
+                report.source = str(source)
     try:  # the source lints work even when the import failed
         text = source.read_text(encoding="utf-8")
-        report.findings.extend(lint_source(text, gevent))
+        report.findings.extend(lint_source(text, gevent, class_name))
     except (OSError, SyntaxError, UnicodeDecodeError) as exc:
         report.findings.append(Finding("warning", f"could not read the source to lint it: "
                                        f"{exc}"))
@@ -220,23 +237,14 @@ def targets(path: Path) -> list[Path]:
     return [path]
 
 
-def _is_plugin(path: Path) -> bool:
-    """Helper modules (no ``class Plugin``) are not reported."""
-    source = path / "__init__.py" if path.is_dir() else path
-    try:
-        return _plugin_class(ast.parse(source.read_text(encoding="utf-8"))) is not None
-    except (OSError, SyntaxError, UnicodeDecodeError):
-        return True  # let the loader explain the problem
-
-
 def render_text(report: Report) -> str:
     lines = [f"{report.name}  ({report.source})"]
     if report.dump is not None:
         info = report.dump["Plugins"][0]
         lines.append(f"  version {info['Version']}, priority {info['Priority']}, "
                      f"phases: {', '.join(info['Phases'])}")
-        config = info["Schema"]["fields"][0]["config"]["fields"]
-        for entry in config:
+        config = config_record(info["Schema"]) or {}
+        for entry in config.get("fields", []):
             ((field_name, spec),) = entry.items()
             extras = {k: v for k, v in spec.items() if k not in ("type", "fields", "elements",
                                                                   "keys", "values")}
@@ -271,12 +279,12 @@ def main(argv: Sequence[str]) -> int:
         print(f"kongish-pluginserver check: {path} does not exist", file=sys.stderr)
         return 2
     try:
-        found = [t for t in targets(path) if _is_plugin(t)]
+        found = targets(path)
     except PluginLoadError as exc:
         print(f"kongish-pluginserver check: {exc}", file=sys.stderr)
         return 1
     out = dump.protect_stdout()  # what plugins print while importing goes to stderr
-    reports = [check_plugin(t, args.gevent) for t in found]
+    reports = [r for r in (check_plugin(t, args.gevent) for t in found) if r is not None]
     if args.json:
         out.write(json.dumps([{**asdict(r), "errors": r.errors, "warnings": r.warnings}
                               for r in reports], indent=2) + "\n")

@@ -93,3 +93,35 @@ def test_load_errors_are_reported_per_plugin(tmp_path: Path) -> None:
     assert "at most three numeric parts" in done.stdout
     assert "good  (" in done.stdout and "helper" not in done.stdout
     assert "2 plugin(s), 1 error(s)" in done.stdout
+
+
+def test_full_subschema_with_config_not_first_is_shown(tmp_path: Path) -> None:
+    # Kong's sub-schemas usually start with protocols/consumer/route fields: config can be
+    # anywhere in the list.
+    (tmp_path / "full.py").write_text(
+        "version = '1.0'\n"
+        "Schema = {'name': 'full', 'fields': [\n"
+        "    {'protocols': {'type': 'set', 'elements': {'type': 'string'}}},\n"
+        "    {'config': {'type': 'record', 'fields': [\n"
+        "        {'message': {'type': 'string', 'default': 'hi'}}]}}]}\n"
+        "class Plugin:\n    def __init__(self, c): pass\n"
+        "    def access(self, kong): pass\n")
+    done = check(str(tmp_path / "full.py"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert 'config.message: string {"default": "hi"}' in done.stdout
+
+
+def test_a_package_importing_its_plugin_class_is_checked_where_it_is_written(
+        tmp_path: Path) -> None:
+    # The server serves any module that has Plugin after import, wherever it is written.
+    package = tmp_path / "split"
+    package.mkdir()
+    (package / "__init__.py").write_text("from .handler import Plugin\n\nversion = '1.0'\n")
+    (package / "handler.py").write_text(
+        "class Plugin:\n    def __init__(self, c): pass\n\n"
+        "    def access(self, kong):\n        kong.request.get_heade('host')\n")
+    done = check(str(tmp_path))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 plugin(s), 1 error(s)" in done.stdout
+    assert str(package / "handler.py") in done.stdout
+    assert "line 5: kong.request.get_heade is not a PDK function" in done.stdout

@@ -122,11 +122,11 @@ def load_module_plugin(name: str, module: types.ModuleType, source: str) -> Plug
     )
 
 
-def load_file(path: str | os.PathLike[str]) -> PluginSpec:
-    """Import one plugin (a ``.py`` file or a package folder) as the server would serve it.
+def import_file(path: str | os.PathLike[str]) -> tuple[Candidate, types.ModuleType]:
+    """Import one ``.py`` file or package folder as the server would, Plugin or helper.
 
     Its folder is set up exactly as ``load_directory`` does (so its sibling helpers import),
-    but no other plugin of the folder is imported. Used by the testing kit and ``check``.
+    but no other module of the folder is imported.
     """
     target = Path(path).resolve()
     if target.is_dir():
@@ -136,7 +136,15 @@ def load_file(path: str | os.PathLike[str]) -> PluginSpec:
     if not candidate.path.is_file():
         raise PluginLoadError(str(target), "not a plugin file (.py) or package folder")
     _install_package(target.parent)
-    module = _import(candidate)
+    return candidate, _import(candidate)
+
+
+def load_file(path: str | os.PathLike[str]) -> PluginSpec:
+    """Import one plugin (a ``.py`` file or a package folder) as the server would serve it.
+
+    See :func:`import_file`. Used by the testing kit.
+    """
+    candidate, module = import_file(path)
     if not hasattr(module, "Plugin"):
         raise PluginLoadError(str(candidate.path), "defines no class Plugin")
     return load_module_plugin(candidate.name, module, str(candidate.path))

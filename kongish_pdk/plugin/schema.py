@@ -40,12 +40,21 @@ def to_kong_schema(plugin_name: str, schema: Any) -> dict[str, Any]:
     )
 
 
+def config_record(schema: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``config`` record of a Kong sub-schema (any position in its fields), or None."""
+    for entry in schema.get("fields") or []:
+        if isinstance(entry, Mapping) and "config" in entry:
+            record: dict[str, Any] = entry["config"]
+            return record
+    return None
+
+
 def _full_subschema(plugin_name: str, schema: Mapping[str, Any]) -> dict[str, Any]:
     name = schema.get("name", plugin_name)
     if name != plugin_name:
         raise SchemaError(f"Schema name {name!r} differs from the plugin name {plugin_name!r}")
     fields = _fields(schema.get("fields"), "fields")
-    config = next((f["config"] for f in fields if "config" in f), None)
+    config = config_record({"fields": fields})
     if config is None or config.get("type") != "record":
         raise SchemaError("a full sub-schema needs a 'config' field of type 'record'")
     out = {k: json_value(v, k) for k, v in schema.items() if k not in ("name", "fields")}

@@ -29,7 +29,7 @@ FAIL_CLOSED = "fail-closed"
 PASS = "pass"
 
 # Where Kong lets a plugin end the request, and the call that does it (kong-protocol.md 4.4).
-_FAIL_CLOSED_CALL = {
+FAIL_CLOSED_CALLS = {
     "rewrite": PDKCall("kong.response.error", [500], terminal=True),
     "access": PDKCall("kong.response.error", [500], terminal=True),
     "response": PDKCall("kong.response.error", [500], terminal=True),
@@ -263,14 +263,14 @@ class Runtime:
             log.warning("%s raised after its response was sent: %s\n%s", event.describe(),
                         failed.error, failed.traceback)
             return
-        action = ("answering 500" if policy == FAIL_CLOSED and event.phase in _FAIL_CLOSED_CALL
+        action = ("answering 500" if policy == FAIL_CLOSED and event.phase in FAIL_CLOSED_CALLS
                   else "request continues")
         log.error("%s failed (%s): %s\n%s", event.describe(), action, failed.error,
                   failed.traceback)
 
     def _failure_answer(self, event: Event) -> Outcome:
         if self.options.on_plugin_error == FAIL_CLOSED:
-            return _FAIL_CLOSED_CALL.get(event.phase, RETURNED)
+            return FAIL_CLOSED_CALLS.get(event.phase, RETURNED)
         return RETURNED
 
     def _abort(self, event: Event, why: str) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from kongish_pdk.pdk.types import Consumer, Credential, Route, Service
+from kongish_pdk.testing.kong_worker import WS_ID
 
 HeadersInput = Mapping[str, str | int | float | bool | Sequence[str]]
 """Headers as a test writes them: one value or a list of values per name."""
@@ -138,7 +139,7 @@ DEFAULT_SERVICE: Service = {
     "write_timeout": 60000,
     "read_timeout": 60000,
     "enabled": True,
-    "ws_id": "d5a1f4b2-0000-4000-8000-000000000000",
+    "ws_id": WS_ID,
 }
 
 DEFAULT_ROUTE: Route = {
@@ -149,7 +150,7 @@ DEFAULT_ROUTE: Route = {
     "strip_path": False,
     "preserve_host": False,
     "service": {"id": DEFAULT_SERVICE["id"]},
-    "ws_id": "d5a1f4b2-0000-4000-8000-000000000000",
+    "ws_id": WS_ID,
 }
 
 

@@ -21,20 +21,22 @@ import contextlib
 import inspect
 import json
 import re
-import traceback
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from kongish_pdk.errors import EventStopped
+from kongish_pdk.errors import EventStopped, RPCError
 from kongish_pdk.pdk.bridge import PDK
 from kongish_pdk.pdk.surface import Kong
 from kongish_pdk.plugin.loader import load_file
 from kongish_pdk.plugin.spec import PluginSpec
-from kongish_pdk.runtime.instances import InstanceMeta
-from kongish_pdk.runtime.local import close_plugin
+from kongish_pdk.runtime.handler import failure
+from kongish_pdk.runtime.instances import Instance, decode_config, split_config
+from kongish_pdk.runtime.local import close_plugin, construct_plugin
+from kongish_pdk.runtime.runtime import FAIL_CLOSED_CALLS
 from kongish_pdk.testing import luamsgpack
 from kongish_pdk.testing.errors import ConfigRejected, PluginError
 from kongish_pdk.testing.fake_kong import (
@@ -54,16 +56,11 @@ from kongish_pdk.testing.http import (
 )
 from kongish_pdk.testing.kong_client import KongClient, RemoteError
 from kongish_pdk.testing.kong_config import kong_config
+from kongish_pdk.testing.kong_worker import start_config
 from kongish_pdk.testing.server_process import ServerProcess, start_server
 
 Mode = Literal["local", "wire"]
 MODES: tuple[Mode, ...] = ("local", "wire")
-
-# The phases of one HTTP request, in Kong's order (certificate/preread: use run_phase).
-REQUEST_PHASES = ("rewrite", "access", "response", "log")
-
-# Where the server answers a failing handler with kong.response.error(500) (fail-closed).
-FAIL_CLOSED_PHASES = frozenset({"rewrite", "access", "response"})
 
 
 @dataclass
@@ -105,21 +102,20 @@ class LocalRunner:
                  lua_style: bool) -> None:
         self.spec = spec
         self.lua_style = lua_style
-        # The same JSON trip and the same hook the server's StartInstance applies.
-        user_config = json.loads(json.dumps(config))
+        # The Config JSON a Kong worker sends, through the server's own StartInstance steps.
+        raw = json.dumps(start_config(spec.name, config, plugin_id=plugin_id))
         try:
+            sent = decode_config(spec.name, raw)
+            user_config, meta = split_config(sent, 1)
             plugin_config = spec.make_config(user_config)
-        except (ValueError, TypeError) as exc:
+        except (RPCError, ValueError, TypeError) as exc:
             raise ConfigRejected(str(exc)) from exc
-        meta = InstanceMeta(instance_id=1, plugin_id=plugin_id, seq=1)
+        instance = Instance(1, spec, sent, plugin_config, meta, time.time(), time.monotonic())
         try:
-            if spec.accepts_meta:
-                self.plugin = spec.cls(plugin_config, meta=meta)
-            else:
-                self.plugin = spec.cls(plugin_config)
+            self.plugin = construct_plugin(instance)
         except Exception as exc:
             raise ConfigRejected(f"plugin {spec.name!r} failed to start: "
-                                 f"{type(exc).__name__}: {exc}") from exc
+                                 f"{failure(exc).error}") from exc
 
     def run_event(self, phase: str, backend: FakeKong) -> PhaseRun:
         method = getattr(self.plugin, phase)
@@ -134,11 +130,12 @@ class LocalRunner:
         except EventStopped:
             return PhaseRun(phase)
         except Exception as exc:
-            run = PhaseRun(phase, f"{type(exc).__name__}: {exc}",
-                           "".join(traceback.format_exception(exc)), exc)
-            if phase in FAIL_CLOSED_PHASES and not backend.stopped:
-                backend.pdk_response_error([500])  # what --on-plugin-error=fail-closed sends
-                backend.stop("the plugin failed")
+            failed = failure(exc)
+            run = PhaseRun(phase, failed.error, failed.traceback, exc)
+            call = FAIL_CLOSED_CALLS.get(phase)
+            if call is not None and not backend.stopped:
+                # What --on-plugin-error=fail-closed sends, as WireRunner replays it.
+                backend.call(call.method, list(call.args))
             return run
         return PhaseRun(phase)
 

@@ -16,15 +16,14 @@ from __future__ import annotations
 import itertools
 import json
 import socket
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
 from kongish_pdk.pdk.table import BY_NAME, TERMINAL
 from kongish_pdk.testing import luamsgpack
+from kongish_pdk.testing.kong_worker import PDKAnswer, Trace, start_config
 from kongish_pdk.testing.pool import PooledClient
 
 
@@ -36,21 +35,11 @@ class StepError(Exception):
     """Raise from a PDK answer function to send ``plugin.StepError`` (Kong 2.x)."""
 
 
-@dataclass
-class EventTrace:
+@dataclass(kw_only=True)
+class EventTrace(Trace):
     """What happened in one event, as Kong saw it."""
 
     event_id: int
-    calls: list[tuple[str, list[Any]]] = field(default_factory=list)
-    ended_by: str = "ret"  # "ret", or the terminal PDK method (kong.response.exit / error)
-    exit_args: list[Any] | None = None
-
-    @property
-    def methods(self) -> list[str]:
-        return [m for m, _ in self.calls]
-
-
-PDKAnswer = Callable[[str, list[Any]], Any]
 
 
 def step_method(pdk_method: str) -> str:
@@ -69,6 +58,7 @@ class Connection:
                                          unicode_errors="surrogateescape")
         self.fast = fast
         self.notifications: list[list[Any]] = []
+        self.keepalive = True  # MsgPack:1 never abandons a completed call's connection
 
     def send(self, message: list[Any]) -> None:
         if self.fast:
@@ -131,23 +121,10 @@ class KongClient(PooledClient[Connection]):
             raise RemoteError(reply[2])
         return reply[3]
 
-    def send_only(self, method: str, *params: Any) -> Connection:
-        """Send a request and do not read the answer (Kong abandoning a request)."""
-        conn = Connection(self.socket_path, self.timeout, self.fast)
-        conn.send([0, next(self._ids), method, list(params)])
-        return conn
-
     def start_instance(self, name: str, config: dict[str, Any] | None = None, *,
                        seq: int = 1, plugin_id: str | None = None) -> int:
         """StartInstance with Config as Kong encodes it (a JSON string with its own keys)."""
-        full = dict(config or {})
-        plugin_id = plugin_id or str(uuid.uuid4())
-        full.update({
-            "__plugin_id": plugin_id,
-            "__ws_id": "d5a1f4b2-0000-4000-8000-000000000000",
-            "__key__": f"plugins:{name}::::{plugin_id}",
-            "__seq__": seq,
-        })
+        full = start_config(name, config, seq=seq, plugin_id=plugin_id)
         result = self.call("plugin.StartInstance", {"Name": name, "Config": json.dumps(full)})
         return int(result["Id"])
 

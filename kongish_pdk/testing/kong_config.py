@@ -12,21 +12,14 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from kongish_pdk.plugin.schema import config_record
 from kongish_pdk.testing.errors import ConfigRejected
-
-
-def config_record(schema: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``config`` record of a plugin's Kong sub-schema."""
-    for entry in schema.get("fields", []):
-        if "config" in entry:
-            record: dict[str, Any] = entry["config"]
-            return record
-    return {"type": "record", "fields": []}
 
 
 def kong_config(schema: Mapping[str, Any], config: Mapping[str, Any] | None) -> dict[str, Any]:
     """``config`` with Kong's defaults and nulls filled in; ConfigRejected if Kong refuses it."""
-    return _record(config_record(schema), dict(config or {}), "config")
+    record = config_record(schema) or {"type": "record", "fields": []}
+    return _record(record, dict(config or {}), "config")
 
 
 def _record(spec: Mapping[str, Any], value: Mapping[str, Any], path: str) -> dict[str, Any]:

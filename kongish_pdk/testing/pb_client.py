@@ -20,12 +20,11 @@ Needs the ``protobuf`` extra (import this module directly; ``kongish_pdk.testing
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import re
 import socket
-import struct
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,11 +32,10 @@ from typing import Any
 from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
+from kongish_pdk.protocol.protobuf.codec import FrameDecoder, frames
 from kongish_pdk.protocol.protobuf.messages import pb
+from kongish_pdk.testing.kong_worker import PDKAnswer, Trace, start_config
 from kongish_pdk.testing.pool import PooledClient
-
-_LENGTH = struct.Struct("<I")
-PDKAnswer = Callable[[str, list[Any]], Any]
 
 
 class RemoteClosed(ConnectionError):
@@ -52,17 +50,11 @@ class MethodNotFound(LookupError):
 
 
 @dataclass
-class PBEventTrace:
-    """What happened in one event, as Kong saw it."""
+class PBEventTrace(Trace):
+    """What happened in one event, as Kong saw it (``ended_by``: "ret" or
+    "kong.response.exit")."""
 
-    calls: list[tuple[str, list[Any]]] = field(default_factory=list)
-    ended_by: str = "ret"  # "ret", or "kong.response.exit"
-    exit_args: list[Any] | None = None
     frames: list[bytes] = field(default_factory=list)  # every frame the server sent
-
-    @property
-    def methods(self) -> list[str]:
-        return [m for m, _ in self.calls]
 
 
 # --------------------------------------------------------------------- the service table
@@ -257,25 +249,20 @@ class PBConnection:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         self.sock.connect(path)
-        self._buffer = bytearray()
+        self._decoder = FrameDecoder()
+        self._frames: collections.deque[bytes] = collections.deque()
         self.keepalive = True  # False once Kong would abandon it (exit, errors)
 
     def send_frames(self, *payloads: bytes) -> None:
-        self.sock.sendall(b"".join(_LENGTH.pack(len(p)) + p for p in payloads))
+        self.sock.sendall(frames(*payloads))
 
-    def _read(self, n: int, during: str) -> bytes:
-        while len(self._buffer) < n:
+    def read_frame(self, during: str = "a read") -> bytes:
+        while not self._frames:
             data = self.sock.recv(256 * 1024)
             if not data:
                 raise RemoteClosed(during)
-            self._buffer += data
-        out = bytes(self._buffer[:n])
-        del self._buffer[:n]
-        return out
-
-    def read_frame(self, during: str = "a read") -> bytes:
-        (size,) = _LENGTH.unpack(self._read(4, during))
-        return self._read(size, during) if size else b""
+            self._frames.extend(self._decoder.feed(data))
+        return self._frames.popleft()
 
     def close(self) -> None:
         self.sock.close()
@@ -301,12 +288,13 @@ class PBKongClient(PooledClient[PBConnection]):
 
     # ------------------------------------------------------------------ RPCs
 
-    def _rpc(self, conn: PBConnection, command: str, message: Message) -> tuple[int, Any]:
+    def _rpc(self, conn: PBConnection, command: str, message: Message) -> int:
+        """Send one RpcCall; returns its sequence."""
         sequence = next(self._sequence)
         call = pb.RpcCall(sequence=sequence)
         getattr(call, command).CopyFrom(message)
         conn.send_frames(call.SerializeToString())
-        return sequence, call
+        return sequence
 
     def _return(self, conn: PBConnection, sequence: int, during: str) -> Any:
         reply = pb.RpcReturn.FromString(conn.read_frame(during))
@@ -316,27 +304,21 @@ class PBKongClient(PooledClient[PBConnection]):
 
     def start_instance(self, name: str, config: dict[str, Any] | None = None, *,
                        seq: int = 1, plugin_id: str | None = None) -> int:
-        full = dict(config or {})
-        plugin_id = plugin_id or str(uuid.uuid4())
-        full.update({"__plugin_id": plugin_id, "__ws_id": "d5a1f4b2-0000-4000-8000-000000000000",
-                     "__key__": f"plugins:{name}::::{plugin_id}", "__seq__": seq})
+        full = start_config(name, config, seq=seq, plugin_id=plugin_id)
         message = pb.CmdStartInstance(name=name, config=json.dumps(full).encode())
-        with self.connection() as conn:
-            sequence, _ = self._rpc(conn, "cmd_start_instance", message)
-            reply = self._return(conn, sequence, "StartInstance")
+        reply = self.call("cmd_start_instance", message, "StartInstance")
         return int(reply.instance_status.instance_id)
 
     def close_instance(self, instance_id: int) -> Any:
-        with self.connection() as conn:
-            sequence, _ = self._rpc(conn, "cmd_close_instance",
-                                    pb.CmdCloseInstance(instance_id=instance_id))
-            return self._return(conn, sequence, "CloseInstance")
+        return self.call("cmd_close_instance", pb.CmdCloseInstance(instance_id=instance_id),
+                         "CloseInstance")
 
-    def call(self, command: str, message: Message) -> Any:
-        """Any other RpcCall (GetPluginNames, GetPluginInfo, GetInstanceStatus)."""
+    def call(self, command: str, message: Message, during: str | None = None) -> Any:
+        """One RpcCall answered by one RpcReturn (all but HandleEvent); ``during`` names it
+        in :class:`RemoteClosed` (default: ``command``)."""
         with self.connection() as conn:
-            sequence, _ = self._rpc(conn, command, message)
-            return self._return(conn, sequence, command)
+            sequence = self._rpc(conn, command, message)
+            return self._return(conn, sequence, during or command)
 
     def run_event(self, instance_id: int, phase: str, pdk: PDKAnswer) -> PBEventTrace:
         """Drive one event to its end on one connection, answering each PDK call with
@@ -344,8 +326,8 @@ class PBKongClient(PooledClient[PBConnection]):
         ``closed``: it would reset the plugin's instances and retry)."""
         trace = PBEventTrace()
         with self.connection() as conn:
-            sequence, _ = self._rpc(conn, "cmd_handle_event",
-                                    pb.CmdHandleEvent(instance_id=instance_id, event_name=phase))
+            sequence = self._rpc(conn, "cmd_handle_event",
+                                 pb.CmdHandleEvent(instance_id=instance_id, event_name=phase))
             while True:
                 name_frame = conn.read_frame("HandleEvent")
                 trace.frames.append(name_frame)

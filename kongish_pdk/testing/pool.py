@@ -16,6 +16,8 @@ from typing import Generic, Protocol, TypeVar
 
 
 class PooledConnection(Protocol):
+    keepalive: bool  # False once Kong would abandon it: closed instead of pooled again
+
     def close(self) -> None: ...
 
 
@@ -49,7 +51,7 @@ class PooledClient(ABC, Generic[C]):
             completed = True
         finally:
             with self._lock:
-                if completed and getattr(conn, "keepalive", True):
+                if completed and conn.keepalive:
                     self._free.append(conn)
                 else:  # never pool a half-read or abandoned connection, as Kong would not
                     conn.close()

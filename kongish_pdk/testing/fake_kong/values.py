@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import msgpack
-
+from kongish_pdk.protocol.msgpack_rpc import REQUEST, Decoder, Encoder, Request
 from kongish_pdk.testing.errors import KongLuaError, NotInKit
 from kongish_pdk.testing.http import header_value_text, parse_query
 
@@ -20,17 +19,23 @@ def cjson(value: Any) -> bytes:
         "/", "\\/").encode()
 
 
+_ENCODER = Encoder()  # pack() runs under the GIL: safe to share
+
+
 def wire_copy(value: Any) -> Any:
     """The value as it comes back after a trip through msgpack (tuples become lists).
 
-    Raises TypeError for what the protocol cannot carry, exactly where the real server's
-    encoder would raise inside the plugin's PDK call.
+    Encoded and decoded by the server's own codec (non-UTF-8 strings survive as surrogate
+    escapes); raises TypeError for what the protocol cannot carry, exactly where the real
+    server's encoder would raise inside the plugin's PDK call.
     """
     try:
-        packed = msgpack.packb(value, use_bin_type=True)
+        packed = _ENCODER.pack([REQUEST, 0, "", [value]])
     except (TypeError, ValueError, OverflowError) as exc:
         raise TypeError(f"cannot be sent to Kong: {exc}") from None
-    return msgpack.unpackb(packed, raw=False, strict_map_key=False)
+    (decoded,) = Decoder().feed(packed)  # the value as the server reads an answer's params
+    assert isinstance(decoded, Request)
+    return decoded.params[0]
 
 
 def check_header(name: Any, value: Any, fn: str) -> list[str]:
