@@ -23,7 +23,8 @@ from typing import Any
 import msgpack
 
 TERMINAL = {"kong.response.exit", "kong.response.error"}
-MULTIMAP = {"kong.request.get_headers", "kong.request.get_query", "kong.response.get_headers"}
+MULTIMAP = {"kong.request.get_headers", "kong.request.get_query", "kong.response.get_headers",
+            "kong.service.response.get_headers"}
 
 
 @dataclass
