@@ -4,6 +4,7 @@ exits, orphans, signals, bad input, leaks)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -378,7 +379,10 @@ def test_a_late_answer_after_the_reaper_is_not_misrouted(start: PBServers) -> No
         iid = kong.start_instance("waiter")
         conn = begin_event(server, iid)
         server.wait_for(r"stopped: no Step arrived")
-        conn.send_frames(wire.write_string("too late"))
+        # threads mode waits for the answer on the handler's thread and closes the connection
+        # when it gives up; the other modes close it when the late answer comes.
+        with contextlib.suppress(BrokenPipeError):
+            conn.send_frames(wire.write_string("too late"))
         assert closed_cleanly(conn)
         conn.close()
         assert kong.run_event(kong.start_instance("hello"), "access", answers()).ended_by == "ret"

@@ -22,7 +22,7 @@ FINISHED = 2  # answered for the last time; the event is out of the table
 class Event:
     """One HandleEvent: a plugin instance running one phase."""
 
-    __slots__ = ("deadline", "handle", "id", "instance", "phase", "reply", "state")
+    __slots__ = ("deadline", "handle", "id", "instance", "phase", "reply", "round_trip", "state")
 
     def __init__(self, event_id: int, instance: Instance, phase: str, reply: Reply,
                  deadline: float) -> None:
@@ -33,6 +33,8 @@ class Event:
         self.state = RUNNING
         self.deadline = deadline  # monotonic time after which the reaper steps in
         self.handle: Any = None  # the executor's own per-event data
+        # Set by the runtime when the reply can answer PDK calls in place (DirectReply).
+        self.round_trip: RoundTrip | None = None
 
     def describe(self) -> str:
         return (f"plugin {self.instance.spec.name!r} phase {self.phase!r} "
@@ -57,6 +59,33 @@ class Reply(Protocol):
 
 
 Deliver = Callable[[Event, Outcome], None]
+
+# Waits up to ``timeout`` seconds for the next bytes of the connection the calling thread
+# reads: b"" at its end, None if none came in time. Raises EventStopped if the server stopped
+# the event meanwhile.
+Receive = Callable[[float], bytes | None]
+
+# (value, error) of one PDK call; an error string makes the plugin's call raise PDKError.
+Answer = tuple[Any, str | None]
+
+# A PDK call made and answered on the spot: (method, args, receive) -> answer.
+RoundTrip = Callable[[str, list[Any], Receive], Answer]
+
+
+class DirectReply(Reply, Protocol):
+    """A Reply whose event stays on one connection in lockstep (ProtoBuf:1).
+
+    The handler's own thread, if it is the one reading that connection, can then send a PDK
+    call and read its answer right there: no Step routed through the runtime, no hand-off.
+    The runtime offers this to the executor as ``Event.round_trip``; an executor that cannot
+    read the connection from the handler's thread simply never uses it.
+    """
+
+    def round_trip(self, event_id: int, method: str, args: list[Any], receive: Receive,
+                   timeout: float) -> Answer:
+        """Send the call, read its answer with ``receive``. Raises what ``encode_event``
+        raises; raises EventStopped (having stopped the event) if no answer can come."""
+        ...
 
 
 class Executor(Protocol):

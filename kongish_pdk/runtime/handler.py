@@ -3,7 +3,8 @@
 ``EventChannel`` is the PDK backend for gateways that answer each call with a later Step
 (Kong's MsgPack:1): a call is handed out through ``emit`` and the handler waits on a
 ``Slot`` until the executor puts the answer there. The slot type is the only thing that
-differs between threads and greenlets.
+differs between threads and greenlets. An executor may also give the channel a ``direct``
+way to make a call and read its answer in place (ProtoBuf:1, see ``events.DirectReply``).
 """
 
 from __future__ import annotations
@@ -54,13 +55,15 @@ STOP = object()  # put in a slot instead of an answer: the handler must unwind
 class EventChannel:
     """PDK backend of one event whose answers come back asynchronously."""
 
-    __slots__ = ("emit", "slot", "stop_reason", "stopped")
+    __slots__ = ("direct", "emit", "slot", "stop_reason", "stopped")
 
     def __init__(self, emit: Callable[[Outcome], None], slot: Slot) -> None:
         self.emit = emit
         self.slot = slot
         self.stopped = False
         self.stop_reason = "the event is over"
+        # (name, args) -> (value, error) answered in place, or None: not here, use emit/slot.
+        self.direct: Callable[[str, list[Any]], tuple[Any, str | None] | None] | None = None
 
     def call(self, name: str, args: list[Any]) -> Any:
         if self.stopped:
@@ -75,11 +78,15 @@ class EventChannel:
                 self.stopped = False
                 raise
             return None
-        self.emit(PDKCall(name, args))
-        value, error = self.slot.take()
+        direct = self.direct
+        answer = None if direct is None else direct(name, args)
+        if answer is None:
+            self.emit(PDKCall(name, args))
+            answer = self.slot.take()
+        value, error = answer
         if value is STOP:
             self.stopped = True
-            self.stop_reason = error
+            self.stop_reason = str(error)
             raise EventStopped(f"{name}: {error}")
         if error is not None:
             raise PDKError(f"{name}: {error}")

@@ -14,11 +14,22 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from kongish_pdk.errors import NoPluginInstance, RPCError
+from kongish_pdk.errors import EventStopped, NoPluginInstance, RPCError
 from kongish_pdk.plugin.spec import PluginSpec
-from kongish_pdk.runtime.events import FINISHED, RUNNING, WAITING, Event, Executor, Reply
+from kongish_pdk.runtime.events import (
+    FINISHED,
+    RUNNING,
+    WAITING,
+    Answer,
+    DirectReply,
+    Event,
+    Executor,
+    Receive,
+    Reply,
+)
 from kongish_pdk.runtime.ids import IdCounter
 from kongish_pdk.runtime.instances import Instance, InstanceTable, decode_config, split_config
 from kongish_pdk.runtime.outcomes import RETURNED, Failed, Outcome, PDKCall
@@ -27,6 +38,7 @@ log = logging.getLogger("kongish_pdk.runtime")
 
 FAIL_CLOSED = "fail-closed"
 PASS = "pass"
+_NEVER = float("inf")
 
 # Where Kong lets a plugin end the request, and the call that does it (kong-protocol.md 4.4).
 FAIL_CLOSED_CALLS = {
@@ -173,6 +185,8 @@ class Runtime:
                 event = Event(self._event_ids.next(), instance, phase, reply,
                               now + self.options.event_timeout)
                 self._events[event.id] = event
+                if hasattr(reply, "round_trip"):
+                    event.round_trip = partial(self._round_trip, event)
                 instance.active += 1
                 instance.last_used = now
         if instance is None:
@@ -199,6 +213,23 @@ class Runtime:
             reply.error(f"event {event_id!r} {reason}")
             return
         self.executor.resume(event, value, error)
+
+    def _round_trip(self, event: Event, method: str, args: list[Any],
+                    receive: Receive) -> Answer:
+        """A PDK call answered in place (see ``DirectReply``); the event stays RUNNING.
+
+        While it waits, the reaper leaves it alone: the wait has its own ``event_timeout``,
+        and the deadline (a plain float store, as in ``tick``) is renewed when it ends.
+        """
+        reply: DirectReply | None = event.reply  # type: ignore[assignment]  # see handle_event
+        if reply is None:
+            raise EventStopped(f"{method}: the event is over")
+        timeout = self.options.event_timeout
+        event.deadline = _NEVER
+        try:
+            return reply.round_trip(event.id, method, args, receive, timeout)
+        finally:
+            event.deadline = self._clock() + timeout
 
     def deliver(self, event: Event, outcome: Outcome) -> None:
         """Called by the executor when a handler produced an outcome (on the handler's side)."""

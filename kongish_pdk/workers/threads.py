@@ -4,7 +4,9 @@ Handlers may block (sockets, ``time.sleep``, database clients) without stalling 
 no lock is held around plugin code. A handler's thread keeps reading the connection its last
 request came on (see ``server/connections.py``), so when Kong sends the next Step there, as it
 usually does, the handler continues without waking any other thread. A Step that arrives
-elsewhere is handed over by that connection's reader, together with the connection.
+elsewhere is handed over by that connection's reader, together with the connection. Where
+the protocol keeps an event on its connection (ProtoBuf:1), the handler's thread makes its
+PDK calls directly on it (``DirectCalls``): no Step goes through the runtime at all.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from _thread import allocate_lock
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from kongish_pdk.runtime.events import Event, Executor
+from kongish_pdk.errors import EventStopped
+from kongish_pdk.runtime.events import Answer, Event, Executor, RoundTrip
+from kongish_pdk.runtime.handler import EventChannel
 from kongish_pdk.runtime.local import LocalExecutor
 from kongish_pdk.server import nogil
 from kongish_pdk.server.connections import RECV_SIZE, Connection, claim, dispatch, recv
@@ -78,6 +82,21 @@ class Waiter:
             elif self.conn is not None and fd == self.conn.fd:
                 self._read(self.conn)
 
+    def receive(self, conn: Connection, timeout: float) -> bytes | None:
+        """``conn``'s next bytes, read by this thread without dispatching them (b"" at its
+        end); None if woken or nothing came within ``timeout`` seconds."""
+        for fd, _ in self._poller.poll(max(0, int(timeout * 1000))):
+            if fd == self.wake_fd:
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_read(self.wake_fd)
+            elif fd == conn.fd:
+                data = recv(conn, self._receiver)
+                if data == b"":
+                    self._closed(conn)
+                if data is not None:
+                    return data
+        return None
+
     def _read(self, conn: Connection) -> None:
         data = recv(conn, self._receiver)
         if data is None:
@@ -85,10 +104,13 @@ class Waiter:
         if data:
             dispatch(conn, data)
         if not data or conn.transport.closed:
-            self._forget(conn)
-            self.loop.close(conn)
+            self._closed(conn)
         elif conn.claimed:  # a request on it went to another event (or back to us)
             self._forget(conn)
+
+    def _closed(self, conn: Connection) -> None:
+        self._forget(conn)
+        self.loop.close(conn)
 
     def _forget(self, conn: Connection) -> None:
         if self.conn is conn:
@@ -133,6 +155,54 @@ class ConnectionSlot:
         return value
 
 
+class DirectCalls:
+    """One event's PDK calls, made and answered on the connection its handler's thread reads.
+
+    Only on that thread: a call from anywhere else (a thread the plugin started) returns None
+    and goes the usual way, through the runtime and a slot.
+    """
+
+    __slots__ = ("_channel", "_conn", "_executor", "_round_trip", "_waiter")
+
+    def __init__(self, executor: ThreadExecutor, channel: EventChannel, conn: Connection,
+                 round_trip: RoundTrip) -> None:
+        self._executor = executor
+        self._channel = channel
+        self._conn = conn
+        self._round_trip = round_trip
+        self._waiter: Waiter | None = None  # set while a call waits for its answer
+
+    def __call__(self, name: str, args: list[Any]) -> Answer | None:
+        waiter = self._executor.current_waiter()
+        if waiter.conn is not self._conn:
+            return None
+        waiter.prepare()
+        self._waiter = waiter  # before the first look at `stopped`: stop() may wake it
+        try:
+            return self._round_trip(name, args, self._receive)
+        finally:
+            self._waiter = None
+
+    def _receive(self, timeout: float) -> bytes | None:
+        waiter, channel = self._waiter, self._channel
+        assert waiter is not None
+        deadline = time.monotonic() + timeout
+        while not channel.stopped:
+            data = waiter.receive(self._conn, timeout)
+            if data is not None:
+                return data
+            timeout = deadline - time.monotonic()  # woken, or out of time
+            if timeout <= 0:
+                return None
+        raise EventStopped(channel.stop_reason)
+
+    def stop(self) -> None:
+        """The event was stopped: wake the call waiting for its answer, if any."""
+        waiter = self._waiter
+        if waiter is not None:
+            waiter.wake()
+
+
 class ThreadExecutor(LocalExecutor):
     """The in-process executor, plus connections that follow their events."""
 
@@ -154,6 +224,8 @@ class ThreadExecutor(LocalExecutor):
 
     def _launch(self, event: Event, run: Callable[[], None]) -> None:
         conn = claim(event.reply)
+        if conn is not None and event.round_trip is not None:
+            event.handle.direct = DirectCalls(self, event.handle, conn, event.round_trip)
         if getattr(self._local, "lingering", False) and self._local.next is None:
             self._local.next = (conn, run)  # this idle thread runs it as soon as dispatch ends
             return
@@ -199,6 +271,12 @@ class ThreadExecutor(LocalExecutor):
 
     def resume(self, event: Event, value: Any, error: str | None) -> None:
         event.handle.slot.put((value, error), claim(event.reply))
+
+    def abort(self, event: Event, waiting: bool) -> None:
+        super().abort(event, waiting)
+        channel = event.handle
+        if channel is not None and channel.direct is not None:
+            channel.direct.stop()
 
 
 class ThreadWorker(IOLoopWorker):

@@ -18,7 +18,9 @@ a retry (the "no plugin instance" path). ``kong.response.exit`` is never answere
 Because an event never leaves its connection, the threads worker's "connections follow
 their events" (``server/connections.py``: the handler's thread reads the connection its
 request came on) serves every PDK answer of a ProtoBuf:1 event on the handler's own thread.
-``_Reply.transport`` is what lets the worker match the reply to its connection.
+``_Reply.transport`` is what lets the worker match the reply to its connection, and
+``_Reply.round_trip`` (``runtime.events.DirectReply``) lets that thread send a PDK call and
+read its answer in place, without routing it through the runtime as a Step.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from kongish_pdk.errors import RPCError
+from kongish_pdk.errors import EventStopped, RPCError
 from kongish_pdk.protocol.framing import DEFAULT_MAX_FRAME, FrameError, Transport
 from kongish_pdk.protocol.protobuf import PROTOCOL, calls
 from kongish_pdk.protocol.protobuf.codec import EMPTY_FRAME, FrameDecoder, frame
 from kongish_pdk.protocol.protobuf.messages import pb, serialize
+from kongish_pdk.runtime.events import Answer, Receive
 from kongish_pdk.runtime.outcomes import Outcome, PDKCall
 from kongish_pdk.runtime.runtime import Runtime
 
@@ -91,6 +94,13 @@ class _Reply:
 
     def send(self, encoded: _Encoded) -> bool:
         return self.session._send_event(self, encoded)
+
+    def round_trip(self, event_id: int, method: str, args: list[Any], receive: Receive,
+                   timeout: float) -> Answer:
+        # Raises NotCarried/TypeError/ValueError into the plugin's PDK call, like encode_event.
+        call = calls.lookup(method)
+        data = call.name_frame + frame(call.encode(method, args))
+        return self.session._round_trip(self, _Encoded(data, call, event_id), receive, timeout)
 
 
 class Session:
@@ -240,6 +250,57 @@ class Session:
         if not ok:
             self.connection_lost()
         return ok
+
+    def _round_trip(self, reply: _Reply, encoded: _Encoded, receive: Receive,
+                    timeout: float) -> Answer:
+        """Send a PDK call and read Kong's answer here: the caller reads this connection.
+
+        Anything but exactly one well-formed answer ends the event and the connection (like
+        ``_broken``); so does the server stopping the event meanwhile, since Kong's answer
+        would then arrive on a connection nobody expects it on.
+        """
+        call = encoded.call
+        assert call is not None
+        with self._lock:
+            if self._closed or reply is not self._event:
+                raise EventStopped(f"{call.wire_name}: the gateway connection is gone")
+            ok = self._write(encoded.data)
+        why = None if ok else (f"the gateway closed the connection before {call.wire_name} "
+                               "could be sent")
+        while why is None:
+            try:
+                received = receive(timeout)
+            except EventStopped:
+                self.close()
+                raise
+            if received is None:
+                why = f"no Step arrived for {timeout:g}s (orphaned by the gateway)"
+            elif not received:
+                why = f"the gateway closed the connection during {call.wire_name}"
+            else:
+                answer, why = self._read_answer(call, received)
+                if answer is not None:
+                    return answer
+        self.close()
+        self.runtime.stop_event(encoded.event_id, why)
+        raise EventStopped(f"{call.wire_name}: {why}")
+
+    def _read_answer(self, call: calls.PBCall, data: bytes) -> tuple[Answer | None, str | None]:
+        """(answer, None) once Kong's one answer frame is complete; (None, why) if broken."""
+        try:
+            payloads = self._decoder.feed(data)
+        except FrameError as exc:
+            return None, f"closing a gateway connection: {exc}"
+        if not payloads:
+            return None, None  # the rest is still to come
+        if len(payloads) > 1 or self._decoder.pending:
+            return None, ("closing a gateway connection: Kong sent more than one frame "
+                          f"in answer to {call.wire_name}")
+        try:
+            return call.decode(payloads[0]), None
+        except (DecodeError, ValueError, TypeError) as exc:
+            return None, (f"closing a gateway connection: Kong's answer to {call.wire_name} "
+                          f"is not a {call.output.type_name}: {exc}")
 
     def _answer(self, payload: bytes) -> None:
         """Kong's answer to the pending PDK call: resume the event with it."""
