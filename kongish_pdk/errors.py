@@ -11,6 +11,15 @@ class PDKError(KongishError):
     """A PDK call failed on the gateway side (Kong 2.x StepError, or a local PDK refused it)."""
 
 
+class PDKThreadError(KongishError, RuntimeError):
+    """A PDK call from a thread (or greenlet) other than the one running the handler.
+
+    Kong answers an event's PDK calls one at a time, and the server reads those answers on
+    the handler's own thread: a call from elsewhere could never be answered, so it fails at
+    once instead of waiting for the event timeout.
+    """
+
+
 class PluginLoadError(KongishError):
     """A plugin file could not be imported or does not describe a valid Kong plugin."""
 

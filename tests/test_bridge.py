@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 
 from kongish_pdk import PDKError
+from kongish_pdk.errors import PDKThreadError
 from kongish_pdk.pdk.bridge import PDK
 from kongish_pdk.pdk.surface import Kong
 from kongish_pdk.plugin.spec import build_spec
@@ -104,6 +106,29 @@ def test_gateway_errors_raise_or_come_back_lua_style() -> None:
     lua, _ = kong({**failing, "kong.request.get_header": "h"}, lua_style=True)
     assert lua.client.load_consumer("nope") == (None, "kong.client.load_consumer: not a uuid")
     assert lua.request.get_header("host") == ("h", None)
+
+
+@pytest.mark.parametrize("lua_style", [False, True])
+def test_a_call_from_another_thread_fails_at_once_and_sends_nothing(lua_style: bool) -> None:
+    k, backend = kong({"kong.request.get_header": "h"}, lua_style)
+    caught: list[BaseException] = []
+
+    def elsewhere() -> None:
+        for call in (lambda: k.request.get_header("host"),
+                     lambda: k.raw_call("kong.client.get_consumer_groups")):
+            try:
+                call()
+            except PDKThreadError as exc:
+                caught.append(exc)
+
+    helper = threading.Thread(target=elsewhere)
+    helper.start()
+    helper.join(10)
+    assert [str(e).split("(")[0] for e in caught] == ["kong.request.get_header",
+                                                        "kong.client.get_consumer_groups"]
+    assert "on the handler's own thread" in str(caught[0])
+    assert backend.calls == []
+    assert k.request.get_header("host") == ("h", None) if lua_style else "h"  # its own thread
 
 
 def test_raw_call_reaches_functions_the_table_does_not_know() -> None:

@@ -127,6 +127,14 @@ def test_plugin_failure_is_reported_and_fails_closed(plugin_kit: Kit) -> None:
 
 
 @BOTH
+def test_a_pdk_call_from_another_thread_fails_at_once(plugin_kit: Kit) -> None:
+    plugin = plugin_kit.load(PLUGINS / "misuse.py", {"case": "foreign_thread"})
+    with pytest.raises(PluginError, match=r"PDKThreadError: kong\.request\.get_header\(\) was "
+                                          r"called from a thread other than"):
+        plugin.run()
+
+
+@BOTH
 def test_log_phase_failure_is_seen_too(plugin_kit: Kit) -> None:
     plugin = plugin_kit.load(PLUGINS / "misuse.py", {"case": "log_raises"})
     with pytest.raises(PluginError, match="log phase: RuntimeError: log boom"):

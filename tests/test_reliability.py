@@ -53,6 +53,17 @@ def test_exception_after_a_pdk_call_fails_closed_in_the_step_reply(
     assert "KeyError: 'boom after a PDK call'" in server.log
 
 
+def test_a_pdk_call_from_a_thread_the_plugin_started_fails_at_once(
+        kong: KongClient, server: ServerProcess) -> None:
+    # Nothing would read Kong's answer for that thread: waiting would last the event timeout
+    # (3 s here); the reply must instead be the fail-closed 500 straight away.
+    reply = first_reply(kong, "subthread", "access")
+    assert reply["Data"] == ERROR_500
+    server.wait_for(rf"event #{reply['EventId']} failed \(answering 500\)")
+    assert ("PDKThreadError: kong.request.get_header() was called from a thread other than "
+            "the one running the handler") in server.log
+
+
 def test_rewrite_fails_closed_but_log_phase_just_returns(kong: KongClient,
                                                          server: ServerProcess) -> None:
     assert first_reply(kong, "raiser", "rewrite")["Data"] == ERROR_500

@@ -8,11 +8,12 @@ normalises what comes back, so every backend gives plugins the same Python value
 
 from __future__ import annotations
 
+import _thread
 import difflib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from kongish_pdk.errors import PDKError
+from kongish_pdk.errors import PDKError, PDKThreadError
 from kongish_pdk.pdk.table import BY_NAME, FORBIDDEN, PDKFunction, Result
 
 
@@ -125,15 +126,22 @@ class PDK:
 
     ``lua_style`` makes every call return ``(value, error)`` like kong-pdk's default, for
     plugins written that way; otherwise a failed call raises :class:`PDKError`.
+
+    It belongs to the thread that creates it, the one running the handler (a greenlet under
+    gevent, whose monkey-patching makes ``_thread.get_ident`` name greenlets): a call from any
+    other raises :class:`PDKThreadError` at once.
     """
 
-    __slots__ = ("_backend", "_lua_style")
+    __slots__ = ("_backend", "_lua_style", "_owner")
 
     def __init__(self, backend: Backend, lua_style: bool = False) -> None:
         self._backend = backend
         self._lua_style = lua_style
+        self._owner = _thread.get_ident()
 
     def call(self, name: str, args: Sequence[Any]) -> Any:
+        if _thread.get_ident() != self._owner:
+            raise _foreign_thread(name)
         fn = BY_NAME[name]
         prepared = prepare_args(fn, args)
         if not self._lua_style:
@@ -151,12 +159,21 @@ class PDK:
             raise ValueError(f"PDK function names start with 'kong.': {name!r}")
         if name in BY_NAME:
             return self.call(name, args)
+        if _thread.get_ident() != self._owner:
+            raise _foreign_thread(name)
         if not self._lua_style:
             return self._backend.call(name, list(args))
         try:
             return self._backend.call(name, list(args)), None
         except PDKError as exc:
             return None, str(exc)
+
+
+def _foreign_thread(name: str) -> PDKThreadError:
+    return PDKThreadError(
+        f"{name}() was called from a thread other than the one running the handler. Kong "
+        "answers an event's PDK calls one at a time on the handler's own thread (its greenlet "
+        "under -g): make the call there and hand the value to your thread.")
 
 
 class Namespace:
