@@ -158,8 +158,9 @@ class ConnectionSlot:
 class DirectCalls:
     """One event's PDK calls, made and answered on the connection its handler's thread reads.
 
-    Only on that thread: a call from anywhere else (a thread the plugin started) returns None
-    and goes the usual way, through the runtime and a slot.
+    Only while that thread still reads it: after it lost the connection (closed, or handed
+    on), a call returns None and goes the usual way, through the runtime and a slot. Calls
+    from other threads never get here (the PDK bridge refuses them).
     """
 
     __slots__ = ("_channel", "_conn", "_executor", "_round_trip", "_waiter")
