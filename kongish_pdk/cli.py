@@ -22,7 +22,7 @@ from kongish_pdk.errors import PluginLoadError
 from kongish_pdk.plugin.source import PluginSource
 from kongish_pdk.plugin.spec import PluginSpec, build_spec
 from kongish_pdk.protocol import names as protocols
-from kongish_pdk.protocol.msgpack_rpc import DEFAULT_MAX_FRAME
+from kongish_pdk.protocol.framing import DEFAULT_MAX_FRAME
 from kongish_pdk.runtime.runtime import FAIL_CLOSED, PASS, RuntimeOptions
 from kongish_pdk.server.lifecycle import ParentWatch, die_with_parent
 from kongish_pdk.server.listener import ListenerError

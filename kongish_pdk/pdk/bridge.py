@@ -140,8 +140,7 @@ class PDK:
         self._owner = _thread.get_ident()
 
     def call(self, name: str, args: Sequence[Any]) -> Any:
-        if _thread.get_ident() != self._owner:
-            raise _foreign_thread(name)
+        self._check_thread(name)
         fn = BY_NAME[name]
         prepared = prepare_args(fn, args)
         if not self._lua_style:
@@ -153,27 +152,27 @@ class PDK:
             return None, str(exc)
         return _NORMALISE[fn.result](value), None
 
+    def _check_thread(self, name: str) -> None:
+        if _thread.get_ident() != self._owner:
+            raise PDKThreadError(
+                f"{name}() was called from a thread other than the one running the handler. "
+                "The gateway answers an event's PDK calls one at a time, on the handler's own "
+                "thread (its greenlet under gevent): make the call there and hand the value "
+                "to your thread.")
+
     def raw_call(self, name: str, args: Sequence[Any]) -> Any:
         """Call a PDK function the table does not know (a newer Kong, Enterprise)."""
         if not name.startswith("kong."):
             raise ValueError(f"PDK function names start with 'kong.': {name!r}")
         if name in BY_NAME:
             return self.call(name, args)
-        if _thread.get_ident() != self._owner:
-            raise _foreign_thread(name)
+        self._check_thread(name)
         if not self._lua_style:
             return self._backend.call(name, list(args))
         try:
             return self._backend.call(name, list(args)), None
         except PDKError as exc:
             return None, str(exc)
-
-
-def _foreign_thread(name: str) -> PDKThreadError:
-    return PDKThreadError(
-        f"{name}() was called from a thread other than the one running the handler. Kong "
-        "answers an event's PDK calls one at a time on the handler's own thread (its greenlet "
-        "under -g): make the call there and hand the value to your thread.")
 
 
 class Namespace:

@@ -26,8 +26,7 @@ from kongish_pdk.runtime.runtime import Runtime
 
 log = logging.getLogger("kongish_pdk.protocol")
 
-# Transport is re-exported (workers/base.py imports it from here).
-__all__ = ["PROTOCOL", "STEP_METHODS", "MsgPackReply", "Session", "Transport"]
+__all__ = ["PROTOCOL", "STEP_METHODS", "MsgPackReply", "Session"]
 
 PROTOCOL = "MsgPack:1"
 

@@ -15,9 +15,7 @@ import msgpack
 
 from kongish_pdk.protocol.framing import DEFAULT_MAX_FRAME, FrameError
 
-# DEFAULT_MAX_FRAME and FrameError are re-exported (cli.py takes the default from here).
-__all__ = ["DEFAULT_MAX_FRAME", "BadRequest", "Decoder", "Encoder", "FrameError", "Request",
-           "parse"]
+__all__ = ["BadRequest", "Decoder", "Encoder", "Request", "parse"]
 
 REQUEST = 0
 RESPONSE = 1

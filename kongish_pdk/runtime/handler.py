@@ -18,6 +18,7 @@ from kongish_pdk.errors import EventStopped, PDKError
 from kongish_pdk.pdk.bridge import PDK
 from kongish_pdk.pdk.surface import Kong
 from kongish_pdk.pdk.table import TERMINAL
+from kongish_pdk.runtime.events import Answer
 from kongish_pdk.runtime.outcomes import RETURNED, Failed, Outcome, PDKCall
 
 
@@ -63,7 +64,7 @@ class EventChannel:
         self.stopped = False
         self.stop_reason = "the event is over"
         # (name, args) -> (value, error) answered in place, or None: not here, use emit/slot.
-        self.direct: Callable[[str, list[Any]], tuple[Any, str | None] | None] | None = None
+        self.direct: Callable[[str, list[Any]], Answer | None] | None = None
 
     def call(self, name: str, args: list[Any]) -> Any:
         if self.stopped:

@@ -24,7 +24,6 @@ from kongish_pdk.runtime.events import (
     RUNNING,
     WAITING,
     Answer,
-    DirectReply,
     Event,
     Executor,
     Receive,
@@ -39,6 +38,11 @@ log = logging.getLogger("kongish_pdk.runtime")
 FAIL_CLOSED = "fail-closed"
 PASS = "pass"
 _NEVER = float("inf")
+
+
+def no_step_for(timeout: float) -> str:
+    """Why an event waiting for the gateway's answer was stopped (logged, and in tests)."""
+    return f"no Step arrived for {timeout:g}s (orphaned by the gateway)"
 
 # Where Kong lets a plugin end the request, and the call that does it (kong-protocol.md 4.4).
 FAIL_CLOSED_CALLS = {
@@ -185,8 +189,9 @@ class Runtime:
                 event = Event(self._event_ids.next(), instance, phase, reply,
                               now + self.options.event_timeout)
                 self._events[event.id] = event
-                if hasattr(reply, "round_trip"):
-                    event.round_trip = partial(self._round_trip, event)
+                direct = getattr(reply, "round_trip", None)  # a DirectReply's
+                if direct is not None:
+                    event.round_trip = partial(self._round_trip, event, direct)
                 instance.active += 1
                 instance.last_used = now
         if instance is None:
@@ -214,20 +219,21 @@ class Runtime:
             return
         self.executor.resume(event, value, error)
 
-    def _round_trip(self, event: Event, method: str, args: list[Any],
-                    receive: Receive) -> Answer:
-        """A PDK call answered in place (see ``DirectReply``); the event stays RUNNING.
+    def _round_trip(self, event: Event, direct: Callable[..., Answer], method: str,
+                    args: list[Any], receive: Receive) -> Answer:
+        """A PDK call answered in place (``direct``: the reply's ``DirectReply.round_trip``);
+        the event stays RUNNING.
 
         While it waits, the reaper leaves it alone: the wait has its own ``event_timeout``,
-        and the deadline (a plain float store, as in ``tick``) is renewed when it ends.
+        and the deadline is renewed when it ends (unlocked float stores: ``tick`` reads them
+        under the lock, and a stale read only delays or hastens one check).
         """
-        reply: DirectReply | None = event.reply  # type: ignore[assignment]  # see handle_event
-        if reply is None:
+        if event.reply is None:
             raise EventStopped(f"{method}: the event is over")
         timeout = self.options.event_timeout
         event.deadline = _NEVER
         try:
-            return reply.round_trip(event.id, method, args, receive, timeout)
+            return direct(event.id, method, args, receive, timeout)
         finally:
             event.deadline = self._clock() + timeout
 
@@ -328,7 +334,7 @@ class Runtime:
         timeout = self.options.event_timeout
         for event in overdue:
             if event.state == WAITING:
-                self._abort(event, f"no Step arrived for {timeout:g}s (orphaned by the gateway)")
+                self._abort(event, no_step_for(timeout))
             else:
                 self._abort(event, f"the handler produced nothing for {timeout:g}s")
         with self._lock:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
-from kongish_pdk.protocol.kong_msgpack import Transport
+from kongish_pdk.protocol.framing import Transport
 from kongish_pdk.runtime.events import Executor
 from kongish_pdk.runtime.runtime import Runtime
 from kongish_pdk.server.listener import UnixListener

@@ -171,8 +171,7 @@ def _status(status: Any, name: str = "") -> int:
     return status
 
 
-def _exit_args(status: Any, body: Any, headers: Any) -> bytes:
-    status = _status(status)
+def _exit_args(status: int, body: Any, headers: Any) -> bytes:
     headers = dict(headers or {})
     if isinstance(body, Mapping):
         # Kong JSON-encodes a table body itself, but ExitArgs.body is bytes: do it here.
@@ -192,7 +191,7 @@ def _exit_args(status: Any, body: Any, headers: Any) -> bytes:
 
 def _exit(name: str, args: list[Any]) -> bytes:
     _refuse_extra(name, args, 3)
-    return _exit_args(_arg(args, 0), _arg(args, 1), _arg(args, 2))
+    return _exit_args(_status(_arg(args, 0)), _arg(args, 1), _arg(args, 2))
 
 
 def default_error_message(status: int) -> str:

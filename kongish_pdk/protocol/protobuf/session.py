@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf.message import DecodeError
 
@@ -38,21 +38,24 @@ from kongish_pdk.protocol.protobuf.codec import EMPTY_FRAME, FrameDecoder, frame
 from kongish_pdk.protocol.protobuf.messages import pb, serialize
 from kongish_pdk.runtime.events import Answer, Receive
 from kongish_pdk.runtime.outcomes import Outcome, PDKCall
-from kongish_pdk.runtime.runtime import Runtime
+from kongish_pdk.runtime.runtime import Runtime, no_step_for
 
 log = logging.getLogger("kongish_pdk.protocol")
 
 __all__ = ["PROTOCOL", "Session"]
 
-class _Encoded:
+class _Pending(NamedTuple):
+    """A PDK call that waits for Kong's answer, and the event it belongs to."""
+
+    call: calls.PBCall
+    event_id: int
+
+
+class _Encoded(NamedTuple):
     """An event answer ready to send: bytes, and the PDK call that waits for Kong's answer."""
 
-    __slots__ = ("call", "data", "event_id")
-
-    def __init__(self, data: bytes, call: calls.PBCall | None, event_id: int) -> None:
-        self.data = data
-        self.call = call  # None: the event ends with this write (return or terminal call)
-        self.event_id = event_id
+    data: bytes
+    pending: _Pending | None  # None: the event ends with this write (return or terminal call)
 
 
 class _Reply:
@@ -87,20 +90,18 @@ class _Reply:
             # Raises NotCarried/TypeError/ValueError into the plugin's PDK call.
             call = calls.lookup(outcome.method)
             data = call.name_frame + frame(call.encode(outcome.method, outcome.args))
-            return _Encoded(data, None if outcome.terminal else call, event_id)
+            return _Encoded(data, None if outcome.terminal else _Pending(call, event_id))
         # Returned (or the runtime's "ret" for a failure): end of event, then the RpcReturn.
         end = serialize(pb.RpcReturn(sequence=self.sequence))
-        return _Encoded(EMPTY_FRAME + frame(end), None, event_id)
+        return _Encoded(EMPTY_FRAME + frame(end), None)
 
     def send(self, encoded: _Encoded) -> bool:
         return self.session._send_event(self, encoded)
 
     def round_trip(self, event_id: int, method: str, args: list[Any], receive: Receive,
                    timeout: float) -> Answer:
-        # Raises NotCarried/TypeError/ValueError into the plugin's PDK call, like encode_event.
-        call = calls.lookup(method)
-        data = call.name_frame + frame(call.encode(method, args))
-        return self.session._round_trip(self, _Encoded(data, call, event_id), receive, timeout)
+        encoded = self.encode_event(event_id, PDKCall(method, args))  # raises into the plugin
+        return self.session._round_trip(self, encoded, receive, timeout)
 
 
 class Session:
@@ -114,8 +115,7 @@ class Session:
         self._lock = runtime.executor.new_lock()
         self._token = 0  # number of the latest RpcCall on this connection
         self._event: _Reply | None = None  # the HandleEvent running on this connection
-        # The event answer whose PDK call waits for Kong's answer (its call is never None).
-        self._pending: _Encoded | None = None
+        self._pending: _Pending | None = None  # the PDK call waiting for Kong's answer
         self._closed = False
 
     # ------------------------------------------------------------------ I/O side
@@ -142,7 +142,7 @@ class Session:
             self._closed = True
             self._event = None
             pending = self._take_pending()
-        if pending is not None and pending.call is not None:
+        if pending is not None:
             # Kong gave up on the event (a PDK call raised in Lua, or the request ended).
             self.runtime.stop_event(pending.event_id, "the gateway closed the connection "
                                                       f"during {pending.call.wire_name}")
@@ -220,7 +220,7 @@ class Session:
             " (Kong restarts the instance)" if restart else "", message)
         self.close()
 
-    def _broken(self, why: str, pending: _Encoded | None = None) -> None:
+    def _broken(self, why: str, pending: _Pending | None = None) -> None:
         """The stream cannot be trusted: close it, and stop an event waiting on it.
 
         ``pending``: the waiting PDK call when the caller has already taken it; otherwise the
@@ -240,12 +240,11 @@ class Session:
         with self._lock:
             if self._closed or reply is not self._event:
                 return False
-            call = encoded.call
-            if call is None:
+            if encoded.pending is None:
                 self._event = None  # returned, or a terminal call Kong never answers
             else:
                 # Before the write: the answer may be read the moment the call is out.
-                self._pending = encoded
+                self._pending = encoded.pending
             ok = self._write(encoded.data)
         if not ok:
             self.connection_lost()
@@ -259,8 +258,9 @@ class Session:
         ``_broken``); so does the server stopping the event meanwhile, since Kong's answer
         would then arrive on a connection nobody expects it on.
         """
-        call = encoded.call
-        assert call is not None
+        pending = encoded.pending
+        assert pending is not None, "terminal calls are sent, never waited for"
+        call = pending.call
         with self._lock:
             if self._closed or reply is not self._event:
                 raise EventStopped(f"{call.wire_name}: the gateway connection is gone")
@@ -274,7 +274,7 @@ class Session:
                 self.close()
                 raise
             if received is None:
-                why = f"no Step arrived for {timeout:g}s (orphaned by the gateway)"
+                why = no_step_for(timeout)
             elif not received:
                 why = f"the gateway closed the connection during {call.wire_name}"
             else:
@@ -282,7 +282,7 @@ class Session:
                 if answer is not None:
                     return answer
         self.close()
-        self.runtime.stop_event(encoded.event_id, why)
+        self.runtime.stop_event(pending.event_id, why)
         raise EventStopped(f"{call.wire_name}: {why}")
 
     def _read_answer(self, call: calls.PBCall, data: bytes) -> tuple[Answer | None, str | None]:
@@ -296,30 +296,23 @@ class Session:
         if len(payloads) > 1 or self._decoder.pending:
             return None, ("closing a gateway connection: Kong sent more than one frame "
                           f"in answer to {call.wire_name}")
-        try:
-            return call.decode(payloads[0]), None
-        except (DecodeError, ValueError, TypeError) as exc:
-            return None, (f"closing a gateway connection: Kong's answer to {call.wire_name} "
-                          f"is not a {call.output.type_name}: {exc}")
+        return _decode(call, payloads[0])
 
     def _answer(self, payload: bytes) -> None:
         """Kong's answer to the pending PDK call: resume the event with it."""
         with self._lock:
             pending, reply = self._take_pending(), self._event
-        if pending is None or pending.call is None or reply is None:
+        if pending is None or reply is None:
             return  # closed meanwhile
-        call = pending.call
-        try:
-            value, error = call.decode(payload)
-        except (DecodeError, ValueError, TypeError) as exc:
-            self._broken(f"closing a gateway connection: Kong's answer to {call.wire_name} is "
-                         f"not a {call.output.type_name}: {exc}", pending)
+        answer, why = _decode(pending.call, payload)
+        if answer is None:
+            self._broken(str(why), pending)
             return
-        self.runtime.step(pending.event_id, value, error, reply)
+        self.runtime.step(pending.event_id, *answer, reply)
 
     # ------------------------------------------------------------------ plumbing
 
-    def _take_pending(self) -> _Encoded | None:
+    def _take_pending(self) -> _Pending | None:
         """The event answer waiting for Kong's answer, no longer waiting (hold the lock)."""
         pending, self._pending = self._pending, None
         return pending
@@ -329,6 +322,15 @@ class Session:
         if not ok:
             self._closed = True
         return ok
+
+
+def _decode(call: calls.PBCall, payload: bytes) -> tuple[Answer | None, str | None]:
+    """Kong's answer as ``call``'s result, or (None, why) if it is not that RPC's output."""
+    try:
+        return call.decode(payload), None
+    except (DecodeError, ValueError, TypeError) as exc:
+        return None, (f"closing a gateway connection: Kong's answer to {call.wire_name} is "
+                      f"not a {call.output.type_name}: {exc}")
 
 
 # ---------------------------------------------------------------------- RpcReturn payloads
