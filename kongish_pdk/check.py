@@ -30,7 +30,7 @@ from typing import Any
 from kongish_pdk import dump
 from kongish_pdk.errors import PluginLoadError
 from kongish_pdk.pdk.table import BY_NAME, PHASES, namespaces
-from kongish_pdk.plugin.loader import candidates, import_file, load_module_plugin
+from kongish_pdk.plugin.loader import candidates, load_plugin_file
 from kongish_pdk.plugin.schema import config_record
 from kongish_pdk.plugin.spec import UNREACHABLE_PHASES, PluginSpec
 from kongish_pdk.protocol.names import MSGPACK, protocol_name
@@ -92,12 +92,12 @@ def _chain(node: ast.AST) -> list[str] | None:
     return None
 
 
-def _plugin_class(tree: ast.Module, name: str = "Plugin") -> ast.ClassDef | None:
+def _plugin_class(tree: ast.Module, name: str) -> ast.ClassDef | None:
     return next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name),
                 None)
 
 
-def lint_source(source: str, gevent: bool, class_name: str = "Plugin") -> Iterator[Finding]:
+def lint_source(source: str, gevent: bool, class_name: str) -> Iterator[Finding]:
     """Lints that read the plugin's code: PDK calls per phase, imports, phase names.
 
     ``class_name``: the name the Plugin class is defined under in ``source``.
@@ -206,10 +206,9 @@ def check_plugin(path: Path, gevent: bool) -> Report | None:
     class_name = "Plugin"
     report = Report(name, str(source))
     try:
-        candidate, module = import_file(path)
-        if not hasattr(module, "Plugin"):
+        spec = load_plugin_file(path)
+        if spec is None:
             return None
-        spec = load_module_plugin(candidate.name, module, str(candidate.path))
     except PluginLoadError as exc:
         report.findings.append(Finding("error", exc.message))
     else:

@@ -145,8 +145,21 @@ def load_file(path: str | os.PathLike[str]) -> PluginSpec:
     See :func:`import_file`. Used by the testing kit.
     """
     candidate, module = import_file(path)
-    if not hasattr(module, "Plugin"):
+    spec = _spec_of(candidate, module)
+    if spec is None:
         raise PluginLoadError(str(candidate.path), "defines no class Plugin")
+    return spec
+
+
+def load_plugin_file(path: str | os.PathLike[str]) -> PluginSpec | None:
+    """Like :func:`load_file`, but None for a helper module (no ``Plugin`` after import), which
+    a plugin directory may hold and the server does not serve."""
+    return _spec_of(*import_file(path))
+
+
+def _spec_of(candidate: Candidate, module: types.ModuleType) -> PluginSpec | None:
+    if not hasattr(module, "Plugin"):
+        return None
     return load_module_plugin(candidate.name, module, str(candidate.path))
 
 
@@ -160,11 +173,11 @@ def load_directory(directory: str | os.PathLike[str]) -> list[PluginSpec]:
     errors: list[PluginLoadError] = []
     for candidate in candidates(path):
         try:
-            module = _import(candidate)
-            if not hasattr(module, "Plugin"):
+            spec = _spec_of(candidate, _import(candidate))
+            if spec is None:
                 log.debug("%s: no Plugin class, treated as a helper module", candidate.path)
                 continue
-            specs.append(load_module_plugin(candidate.name, module, str(candidate.path)))
+            specs.append(spec)
         except PluginLoadError as exc:
             errors.append(exc)
     if errors:

@@ -12,6 +12,7 @@ PDK calls directly on it (``DirectCalls``): no Step goes through the runtime at 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import select
 import threading
@@ -75,27 +76,33 @@ class Waiter:
 
     def wait(self, timeout_ms: int | None = None) -> None:
         """Block until woken or the connection has data (or the timeout); dispatch that data."""
+        if self._poll(timeout_ms) and self.conn is not None:
+            self._read(self.conn)
+
+    def receive(self, timeout: float) -> bytes | None:
+        """The next bytes of the connection this thread reads, without dispatching them (b""
+        at its end, or if it has none any more); None if woken or none came in ``timeout``
+        seconds."""
+        if not self._poll(max(1, math.ceil(timeout * 1000))):
+            return None if self.conn is not None else b""
+        conn = self.conn
+        assert conn is not None  # _poll said it has data
+        data = recv(conn, self._receiver)
+        if data == b"":
+            self._closed(conn)
+        return data
+
+    def _poll(self, timeout_ms: int | None) -> bool:
+        """Wait until woken (consuming the wake-up) or the connection has data; True if it has
+        (None timeout: no limit)."""
+        readable = False
         for fd, _ in self._poller.poll(timeout_ms):
             if fd == self.wake_fd:
                 with contextlib.suppress(BlockingIOError):
                     os.eventfd_read(self.wake_fd)
             elif self.conn is not None and fd == self.conn.fd:
-                self._read(self.conn)
-
-    def receive(self, conn: Connection, timeout: float) -> bytes | None:
-        """``conn``'s next bytes, read by this thread without dispatching them (b"" at its
-        end); None if woken or nothing came within ``timeout`` seconds."""
-        for fd, _ in self._poller.poll(max(0, int(timeout * 1000))):
-            if fd == self.wake_fd:
-                with contextlib.suppress(BlockingIOError):
-                    os.eventfd_read(self.wake_fd)
-            elif fd == conn.fd:
-                data = recv(conn, self._receiver)
-                if data == b"":
-                    self._closed(conn)
-                if data is not None:
-                    return data
-        return None
+                readable = True
+        return readable
 
     def _read(self, conn: Connection) -> None:
         data = recv(conn, self._receiver)
@@ -189,7 +196,7 @@ class DirectCalls:
         assert waiter is not None
         deadline = time.monotonic() + timeout
         while not channel.stopped:
-            data = waiter.receive(self._conn, timeout)
+            data = waiter.receive(timeout)
             if data is not None:
                 return data
             timeout = deadline - time.monotonic()  # woken, or out of time
