@@ -20,6 +20,8 @@ from kongish_pdk.testing import (
 )
 from kongish_pdk.testing.fake_kong import NOT_IN_KIT, FakeKong
 
+from conftest import TEST_PLUGINS
+
 PLUGINS = Path(__file__).parent / "kit_plugins"
 BOTH = pytest.mark.parametrize("kong_mode", ["local", "wire"])
 
@@ -128,7 +130,7 @@ def test_plugin_failure_is_reported_and_fails_closed(plugin_kit: Kit) -> None:
 
 @BOTH
 def test_a_pdk_call_from_another_thread_fails_at_once(plugin_kit: Kit) -> None:
-    plugin = plugin_kit.load(PLUGINS / "misuse.py", {"case": "foreign_thread"})
+    plugin = plugin_kit.load(TEST_PLUGINS / "subthread.py")
     with pytest.raises(PluginError, match=r"PDKThreadError: kong\.request\.get_header\(\) was "
                                           r"called from a thread other than"):
         plugin.run()
