@@ -128,7 +128,7 @@ def test_a_call_from_another_thread_fails_at_once_and_sends_nothing(lua_style: b
                                                         "kong.client.get_consumer_groups"]
     assert "on the handler's own thread" in str(caught[0])
     assert backend.calls == []
-    assert k.request.get_header("host") == ("h", None) if lua_style else "h"  # its own thread
+    assert k.request.get_header("host") == (("h", None) if lua_style else "h")  # its own thread
 
 
 def test_raw_call_reaches_functions_the_table_does_not_know() -> None:

@@ -20,6 +20,8 @@ from kongish_pdk.testing import (
 )
 from kongish_pdk.testing.fake_kong import NOT_IN_KIT, FakeKong
 
+from conftest import TEST_PLUGINS
+
 PLUGINS = Path(__file__).parent / "kit_plugins"
 BOTH = pytest.mark.parametrize("kong_mode", ["local", "wire"])
 
@@ -128,7 +130,7 @@ def test_plugin_failure_is_reported_and_fails_closed(plugin_kit: Kit) -> None:
 
 @BOTH
 def test_a_pdk_call_from_another_thread_fails_at_once(plugin_kit: Kit) -> None:
-    plugin = plugin_kit.load(PLUGINS / "misuse.py", {"case": "foreign_thread"})
+    plugin = plugin_kit.load(TEST_PLUGINS / "subthread.py")
     with pytest.raises(PluginError, match=r"PDKThreadError: kong\.request\.get_header\(\) was "
                                           r"called from a thread other than"):
         plugin.run()
@@ -192,48 +194,18 @@ def test_lua_style_plugins_get_tuples(mode: str) -> None:
     assert sent.header("x-accept-count") == "2"
 
 
-PREREAD_FAILS = '''
-version = "1.0.0"
-
-
-class Plugin:
-    def __init__(self, config):
-        pass
-
-    def preread(self, kong):
-        raise ValueError("stream boom")
-'''
-
-
 @BOTH
-def test_preread_failure_fails_closed_like_the_server(plugin_kit: Kit, tmp_path: Path) -> None:
+def test_preread_failure_fails_closed_like_the_server(plugin_kit: Kit) -> None:
     # The server ends a failed preread with kong.response.exit(500) (not error): the kit
     # records the same call in both modes.
-    (tmp_path / "stream_fails.py").write_text(PREREAD_FAILS)
-    plugin = plugin_kit.load(tmp_path / "stream_fails.py")
+    plugin = plugin_kit.load(PLUGINS / "preread_raises.py")
     result = plugin.run_phase("preread", raise_errors=False)
     assert [e.phase for e in result.errors] == ["preread"]
     assert result.response.status == 500
     assert [(c.name, c.args) for c in result.calls] == [("kong.response.exit", [500])]
 
 
-NOT_UTF8 = '''
-version = "1.0.0"
-
-
-class Plugin:
-    def __init__(self, config):
-        pass
-
-    def access(self, kong):
-        kong.ctx.shared.set("raw", "caf\\udce9")  # b"caf\\xe9" read as surrogateescape
-        kong.ctx.shared.set("back", kong.ctx.shared.get("raw"))
-'''
-
-
 @BOTH
-def test_non_utf8_strings_cross_the_kit_as_they_cross_the_server(plugin_kit: Kit,
-                                                                 tmp_path: Path) -> None:
-    (tmp_path / "not_utf8.py").write_text(NOT_UTF8)
-    result = plugin_kit.load(tmp_path / "not_utf8.py").run()
+def test_non_utf8_strings_cross_the_kit_as_they_cross_the_server(plugin_kit: Kit) -> None:
+    result = plugin_kit.load(PLUGINS / "not_utf8.py").run()
     assert result.ctx_shared["raw"] == result.ctx_shared["back"] == "caf\udce9"

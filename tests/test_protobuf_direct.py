@@ -65,12 +65,20 @@ class DirectExecutor(LocalExecutor):
         super().__init__(spawn, LockSlot, False)
         self.wire: queue.Queue[Any] = queue.Queue()
         self.timeouts: list[float] = []
+        self.done = threading.Event()  # the handler ran and the runtime took its outcome
 
     def _launch(self, event: Event, run: Any) -> None:
         round_trip = event.round_trip
         assert round_trip is not None, "a ProtoBuf:1 reply offers round trips"
         event.handle.direct = lambda name, args: round_trip(name, args, self.receive)
-        super()._launch(event, run)
+
+        def run_then_done() -> None:
+            try:
+                run()  # reports the outcome to the runtime before it returns
+            finally:
+                self.done.set()
+
+        super()._launch(event, run_then_done)
 
     def receive(self, timeout: float) -> bytes | None:
         self.timeouts.append(timeout)
@@ -139,7 +147,7 @@ def test_no_answer_or_a_broken_one_ends_the_event_and_the_connection(
     executor, transport, runtime, _ = direct
     executor.wire.put(delivered)
     assert GoHello.unwound.wait(10)
-    transport.wait_for(0)
+    assert executor.done.wait(10)  # the handler's end reached the runtime
     assert transport.closed  # the lockstep is lost: Kong must not reuse this connection
     assert transport.data == b""  # and nothing more was written to it
     assert runtime.in_flight() == 0

@@ -56,18 +56,18 @@ class ServerProcess:
             match = self.wait_for(READY, start_timeout)
             self.socket_path = match.group("path")
         except BaseException:
-            self._kill(start_timeout)
+            self._kill(start_timeout)  # a failed start leaks nothing
             raise
 
     def _kill(self, timeout: float) -> None:
-        """SIGKILL by PID, reap it (bounded) and join the readers: a failed start leaks nothing."""
+        """SIGKILL by PID unless it exited, reap it and join the readers; each wait bounded."""
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout)
         for reader in self._readers:
-            if reader.is_alive():
+            if reader.is_alive():  # a reader that never started has nothing to join
                 reader.join(timeout)
 
     @property
@@ -182,13 +182,11 @@ class ServerProcess:
         """SIGTERM, then SIGKILL if it does not exit in ``timeout`` seconds."""
         if self.proc.poll() is None:
             self.signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
-        for reader in self._readers:
-            reader.join(timeout)
+        self._kill(timeout)
+        if self.proc.returncode is None:
+            raise ServerError(f"server {self.pid} still running after SIGKILL and {timeout}s")
         return self.proc.returncode
 
     def __enter__(self) -> ServerProcess:

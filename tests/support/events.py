@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from kongish_pdk.testing import KongClient
+from kongish_pdk.testing.kong_worker import PDKAnswer
 
 
 def set_headers(kong: KongClient, iid: int,
-                answer: Callable[[str, Any], Any] = lambda method, args: None,
+                answer: PDKAnswer = lambda method, args: None,
                 phase: str = "access") -> dict[str, str]:
     """Run ``phase`` on instance ``iid``; the headers its handler set (name -> value).
 

@@ -68,14 +68,37 @@ def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float = 
 MODE_FLAGS = {"threads": [], "gevent": ["-g"], "processes": ["-m"]}
 
 
-def start(plugins_dir: Path, prefix: Path, mode: str = "threads",
-          **popen: Any) -> subprocess.Popen[bytes]:
+class Incumbent(subprocess.Popen[bytes]):
+    """kong-pdk's server; ``pool`` holds its descendants (PID, start time) once it listened."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.pool: set[tuple[int, str]] = set()
+
+
+def start_time(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat: with the PID it names one process, even after PID reuse."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[19]
+    except FileNotFoundError:
+        return None
+
+
+def descendants(pid: int) -> set[tuple[int, str]]:
+    """(PID, start time) of every live descendant of ``pid``."""
+    return {(child, started) for child in process_tree(pid)[1:]
+            if (started := start_time(child)) is not None}
+
+
+def start(plugins_dir: Path, prefix: Path, mode: str = "threads", **popen: Any) -> Incumbent:
     """kong-pdk's server in ``mode``, listening (``popen``: extra Popen arguments)."""
     command = server_command(kong_pdk_venv(), plugins_dir, prefix, *MODE_FLAGS[mode])
-    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, **popen)
+    proc = Incumbent(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, **popen)
     try:
         wait_for_socket(socket_path(prefix), proc)
+        proc.pool = descendants(proc.pid)  # -m's pool exists by now
     except BaseException:
         stop(proc)
         raise
@@ -83,16 +106,18 @@ def start(plugins_dir: Path, prefix: Path, mode: str = "threads",
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL; and kill the pool children kong-pdk's -m leaves behind."""
-    if proc.poll() is not None:
-        return
-    tree = process_tree(proc.pid)
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout)
-    for pid in tree[1:]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    """SIGTERM, then SIGKILL; and kill the pool children kong-pdk's -m leaves behind, even
+    when the server itself already exited (they are re-parented, still running)."""
+    pool = set(proc.pool) if isinstance(proc, Incumbent) else set()
+    if proc.poll() is None:
+        pool |= descendants(proc.pid)
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+    for pid, started in pool:
+        if start_time(pid) == started:  # still that process, not a reused PID
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -19,9 +19,6 @@ def cjson(value: Any) -> bytes:
         "/", "\\/").encode()
 
 
-_ENCODER = Encoder()  # pack() runs under the GIL: safe to share
-
-
 def wire_copy(value: Any) -> Any:
     """The value as it comes back after a trip through msgpack (tuples become lists).
 
@@ -30,7 +27,7 @@ def wire_copy(value: Any) -> Any:
     server's encoder would raise inside the plugin's PDK call.
     """
     try:
-        packed = _ENCODER.pack([REQUEST, 0, "", [value]])
+        packed = Encoder().pack([REQUEST, 0, "", [value]])
     except (TypeError, ValueError, OverflowError) as exc:
         raise TypeError(f"cannot be sent to Kong: {exc}") from None
     (decoded,) = Decoder().feed(packed)  # the value as the server reads an answer's params
