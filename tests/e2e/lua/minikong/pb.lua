@@ -431,6 +431,18 @@ local function decode_scalar(spec, s, i, n, wire)
   error("pb: unexpected wire type " .. wire .. " for " .. spec.name, 0)
 end
 
+-- Reads the length of a length-delimited field at i; returns the index of its first byte
+-- and of its last one, which must not be past j.
+local function read_length(s, i, j, where)
+  local _, len
+  _, len, i = read_varint(s, i, j)
+  local last = i + len - 1
+  if last > j then
+    error("pb: " .. where .. ": truncated field", 0)
+  end
+  return i, last
+end
+
 local function skip(s, i, n, wire)
   if wire == 0 then
     local _
@@ -459,12 +471,8 @@ function decode_message(type_name, s, i, j)
     if not spec then
       i = skip(s, i, j, wire)
     elseif wire == 2 and not (spec.scalar and WIRE[spec.type] ~= 2) then
-      local _, len
-      _, len, i = read_varint(s, i, j)
-      local last = i + len - 1
-      if last > j then
-        error("pb: " .. type_name .. "." .. spec.name .. ": truncated field", 0)
-      end
+      local last
+      i, last = read_length(s, i, j, type_name .. "." .. spec.name)
       local v
       if spec.scalar then
         v = sub(s, i, last)
@@ -483,10 +491,9 @@ function decode_message(type_name, s, i, j)
       else
         out[spec.name] = v
       end
-    elseif wire == 2 then -- packed repeated numbers
-      local _, len
-      _, len, i = read_varint(s, i, j)
-      local last = i + len - 1
+    elseif wire == 2 and spec.label == "repeated" then -- packed repeated numbers
+      local last
+      i, last = read_length(s, i, j, type_name .. "." .. spec.name)
       local list = out[spec.name] or {}
       while i <= last do
         list[#list + 1], i = decode_scalar(spec, s, i, last, WIRE[spec.type])
