@@ -443,6 +443,17 @@ local function read_length(s, i, j, where)
   return i, last
 end
 
+-- Stores a decoded value: appended to its list if the field is repeated, else set.
+local function store(out, spec, v)
+  if spec.label == "repeated" then
+    local list = out[spec.name] or {}
+    list[#list + 1] = v
+    out[spec.name] = list
+  else
+    out[spec.name] = v
+  end
+end
+
 local function skip(s, i, n, wire)
   if wire == 0 then
     local _
@@ -484,12 +495,8 @@ function decode_message(type_name, s, i, j)
         local map = out[spec.name] or {}
         map[v.key] = v.value
         out[spec.name] = map
-      elseif spec.label == "repeated" then
-        local list = out[spec.name] or {}
-        list[#list + 1] = v
-        out[spec.name] = list
       else
-        out[spec.name] = v
+        store(out, spec, v)
       end
     elseif wire == 2 and spec.label == "repeated" then -- packed repeated numbers
       local last
@@ -506,13 +513,7 @@ function decode_message(type_name, s, i, j)
       end
       local v
       v, i = decode_scalar(spec, s, i, j, wire)
-      if spec.label == "repeated" then
-        local list = out[spec.name] or {}
-        list[#list + 1] = v
-        out[spec.name] = list
-      else
-        out[spec.name] = v
-      end
+      store(out, spec, v)
     end
   end
   if i ~= j + 1 then
@@ -520,9 +521,7 @@ function decode_message(type_name, s, i, j)
   end
   for _, spec in ipairs(desc.fields) do
     if out[spec.name] == nil then
-      if spec.label == "map" then
-        out[spec.name] = {}
-      elseif spec.label == "repeated" then
+      if spec.label == "map" or spec.label == "repeated" then
         out[spec.name] = {}
       elseif spec.scalar and spec.label ~= "oneof" then
         out[spec.name] = ZERO[spec.type]
