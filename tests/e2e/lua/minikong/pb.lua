@@ -37,7 +37,7 @@ local TWO31 = 2147483648
 
 -- scalar type -> wire type
 local WIRE = {
-  int32 = 0, int64 = 0, uint32 = 0, uint64 = 0, bool = 0, enum = 0,
+  int32 = 0, int64 = 0, bool = 0, enum = 0,
   double = 1,
   string = 2, bytes = 2,
 }
@@ -47,13 +47,12 @@ local ENUMS = {
 }
 
 local TYPES = {}
-_M.TYPES = TYPES
 
 -- message(name, { {number, field, type [, label]} ... }); label: "repeated", "oneof" or
 -- "map" (then type is { key_type, value_type }). A type that is not a scalar is a message
 -- name, or "enum:<Enum>".
 local function message(name, fields)
-  local by_number, by_name = {}, {}
+  local by_number = {}
   sort(fields, function(a, b) return a[1] < b[1] end)
   local list = {}
   for i, f in ipairs(fields) do
@@ -72,9 +71,8 @@ local function message(name, fields)
     spec.scalar = WIRE[spec.type] ~= nil
     list[i] = spec
     by_number[spec.number] = spec
-    by_name[spec.name] = spec
   end
-  TYPES[name] = { name = name, fields = list, by_number = by_number, by_name = by_name }
+  TYPES[name] = { name = name, fields = list, by_number = by_number }
 end
 
 -- google/protobuf/empty.proto and struct.proto
@@ -398,8 +396,6 @@ local function as_number(spec_type, hi, lo)
     return hi ~= 0 or lo ~= 0
   elseif spec_type == "int32" or spec_type == "enum" then
     return lo >= TWO31 and lo - TWO32 or lo -- the low 32 bits, signed
-  elseif spec_type == "uint32" then
-    return lo
   elseif spec_type == "int64" and hi >= TWO31 then
     return (hi - TWO32) * TWO32 + lo
   end
@@ -407,7 +403,7 @@ local function as_number(spec_type, hi, lo)
 end
 
 local ZERO = { string = "", bytes = "", bool = false, double = 0, int32 = 0, int64 = 0,
-               uint32 = 0, uint64 = 0, enum = 0 }
+               enum = 0 }
 
 local decode_message
 
