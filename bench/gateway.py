@@ -137,7 +137,7 @@ def kong_pdk(root: Path, mode: str) -> Iterator[tuple[PluginServer, int] | None]
     # kong-pdk has no socket-mode option: a umask of 0 lets nginx's workers (nobody) connect
     proc = incumbent.start(plugins, prefix, mode, umask=0)
     try:
-        server = venv / "bin" / "kong-python-pluginserver"
+        server = incumbent.server_command(venv, plugins, prefix)[0]
         query = f"{server} -d {plugins} --dump-all-plugins"
         yield (PluginServer(f"kong-pdk-{mode}", str(incumbent.socket_path(prefix)), query),
                proc.pid)

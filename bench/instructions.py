@@ -16,18 +16,20 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from loadgen import LoadGen
-from servers import PLUGINS, ROOT
+from servers import OURS_FLAGS, PLUGINS, ROOT
 
-from support.incumbent import kong_pdk_venv, server_command, wait_for_socket
+from support.incumbent import MODE_FLAGS, kong_pdk_venv, server_command, socket_path
 
 TOTAL = re.compile(r"Collected : (\d+)")
 
@@ -36,13 +38,30 @@ def _command(kind: str, prefix: Path) -> tuple[list[str], str]:
     if kind == "floor":
         sock = str(prefix / "floor.sock")
         return [sys.executable, str(BENCH / "floor_server.py"), sock], sock
+    mode = kind.rsplit(maxsplit=1)[-1]  # "kong-pdk gevent" -> "gevent"
     if kind.startswith("kong-pdk"):
-        flags = ["-g"] if kind.endswith("gevent") else []
-        cmd = server_command(kong_pdk_venv(), PLUGINS, prefix, *flags)
-        return cmd, str(prefix / "python_pluginserver.sock")
-    flags = ["-g"] if kind.endswith("gevent") else []
+        cmd = server_command(kong_pdk_venv(), PLUGINS, prefix, *MODE_FLAGS[mode])
+        return cmd, str(socket_path(prefix))
     return ([sys.executable, "-m", "kongish_pdk.cli", "-d", str(PLUGINS), "-p", str(prefix),
-             *flags], str(prefix / "kongish_pluginserver.socket"))
+             *OURS_FLAGS[mode]], str(prefix / "kongish_pluginserver.socket"))
+
+
+def wait_for_socket(path: Path, proc: subprocess.Popen[str], timeout: float, name: str) -> None:
+    """Wait until ``name``'s socket accepts (no server here prints a readiness line that
+    survives valgrind): RuntimeError if it exits first or does not listen in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}")
+        if path.exists():
+            with socket.socket(socket.AF_UNIX) as probe:
+                try:
+                    probe.connect(str(path))
+                    return
+                except OSError:
+                    pass
+        time.sleep(0.02)
+    raise RuntimeError(f"{name} did not listen on {path} within {timeout}s")
 
 
 def instructions(kind: str, events: int) -> int:
@@ -53,7 +72,8 @@ def instructions(kind: str, events: int) -> int:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=prefix,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
-        wait_for_socket(Path(sock), proc, timeout=300)  # start-up under valgrind takes seconds
+        # start-up under valgrind takes seconds
+        wait_for_socket(Path(sock), proc, 300, f"{kind} under valgrind")
         load = LoadGen(sock, 16)
         try:
             iid = load.start_instance("bench_hello", {})
@@ -62,11 +82,14 @@ def instructions(kind: str, events: int) -> int:
             load.close()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=300)
-    except BaseException:
+    except BaseException as exc:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
+        err = ""
         with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.communicate(timeout=30)
+            _, err = proc.communicate(timeout=30)
+        if isinstance(exc, Exception):  # an interrupt stays one
+            raise RuntimeError(f"{exc}\nvalgrind's stderr ends with:\n{err[-2000:]}") from exc
         raise
     totals = [int(n) for n in TOTAL.findall(err)]
     if not totals:

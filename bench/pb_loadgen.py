@@ -3,9 +3,8 @@
 ``concurrency`` virtual requests each run events back to back; answers are encoded once per
 PDK method and reused, so the client costs as little as Python allows and the same kind of
 client drives every server in a comparison. (``bench/loadgen.py`` is ``bench/run.py``'s
-MsgPack:1 client; it records every event's latency, and driven by it instead of
-:class:`MsgPackLoad` our threads server served ~15% fewer events at ~20% more CPU per event
-in an A/B run: a ProtoBuf:1-vs-MsgPack:1 comparison needs two equally lean clients.)
+MsgPack:1 client; it records every event's latency, a cost this ProtoBuf:1 client does not
+have: a ProtoBuf:1-vs-MsgPack:1 comparison needs two equally lean clients.)
 """
 
 from __future__ import annotations

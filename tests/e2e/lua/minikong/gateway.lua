@@ -1,9 +1,10 @@
 -- minikong.gateway: the Kong runloop in miniature, for nginx's phases.
 --
 --   init(path)     master process: reads the gateway config (routes, plugins, plugin
---                  servers), runs each plugin server's query_cmd with io.popen and reads its
---                  --dump JSON like Kong, validates it as Kong would, applies schema
---                  defaults and Kong's metadata keys to every plugin config.
+--                  servers), runs each plugin server's query_cmd with io.popen (bounded by
+--                  timeout) and reads its --dump JSON like Kong, validates it as Kong
+--                  would, applies schema defaults and Kong's metadata keys to every plugin
+--                  config.
 --   init_worker()  per worker: RPC objects, __seq__ from a shared counter (unique across
 --                  workers, as in Kong 3.6+), plugin lists per route and phase by priority.
 --   rewrite()      global plugins only (Kong runs the router after rewrite).
@@ -100,9 +101,16 @@ local function check_info(server, info)
   return record.fields
 end
 
--- Kong runs query_cmd through /bin/sh (io.popen) and decodes all of stdout as JSON.
+-- A dump that hangs must not hang nginx's start nor outlive it: coreutils' timeout ends it
+-- (SIGTERM to its process group, SIGKILL 5 s later); its output then fails to decode.
+local QUERY_TIMEOUT = 30 -- seconds
+
+-- Kong runs query_cmd through /bin/sh (io.popen) and decodes all of stdout as JSON. Here the
+-- same /bin/sh -c runs under timeout.
 local function query(server)
-  local pipe, err = io.popen(server.query_cmd, "r")
+  local quoted = "'" .. gsub(server.query_cmd, "'", "'\\''") .. "'"
+  local pipe, err = io.popen("exec timeout -k 5 " .. QUERY_TIMEOUT .. " /bin/sh -c " .. quoted,
+                             "r")
   if not pipe then
     fail("pluginserver " .. server.name .. ": cannot run query_cmd: " .. tostring(err))
   end

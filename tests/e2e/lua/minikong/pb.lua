@@ -37,7 +37,7 @@ local TWO31 = 2147483648
 
 -- scalar type -> wire type
 local WIRE = {
-  int32 = 0, int64 = 0, uint32 = 0, uint64 = 0, bool = 0, enum = 0,
+  int32 = 0, int64 = 0, bool = 0, enum = 0,
   double = 1,
   string = 2, bytes = 2,
 }
@@ -47,13 +47,12 @@ local ENUMS = {
 }
 
 local TYPES = {}
-_M.TYPES = TYPES
 
 -- message(name, { {number, field, type [, label]} ... }); label: "repeated", "oneof" or
 -- "map" (then type is { key_type, value_type }). A type that is not a scalar is a message
 -- name, or "enum:<Enum>".
 local function message(name, fields)
-  local by_number, by_name = {}, {}
+  local by_number = {}
   sort(fields, function(a, b) return a[1] < b[1] end)
   local list = {}
   for i, f in ipairs(fields) do
@@ -72,9 +71,8 @@ local function message(name, fields)
     spec.scalar = WIRE[spec.type] ~= nil
     list[i] = spec
     by_number[spec.number] = spec
-    by_name[spec.name] = spec
   end
-  TYPES[name] = { name = name, fields = list, by_number = by_number, by_name = by_name }
+  TYPES[name] = { name = name, fields = list, by_number = by_number }
 end
 
 -- google/protobuf/empty.proto and struct.proto
@@ -398,8 +396,6 @@ local function as_number(spec_type, hi, lo)
     return hi ~= 0 or lo ~= 0
   elseif spec_type == "int32" or spec_type == "enum" then
     return lo >= TWO31 and lo - TWO32 or lo -- the low 32 bits, signed
-  elseif spec_type == "uint32" then
-    return lo
   elseif spec_type == "int64" and hi >= TWO31 then
     return (hi - TWO32) * TWO32 + lo
   end
@@ -407,7 +403,7 @@ local function as_number(spec_type, hi, lo)
 end
 
 local ZERO = { string = "", bytes = "", bool = false, double = 0, int32 = 0, int64 = 0,
-               uint32 = 0, uint64 = 0, enum = 0 }
+               enum = 0 }
 
 local decode_message
 
@@ -429,6 +425,29 @@ local function decode_scalar(spec, s, i, n, wire)
     return tonumber(double_box[0]), i + 8
   end
   error("pb: unexpected wire type " .. wire .. " for " .. spec.name, 0)
+end
+
+-- Reads the length of a length-delimited field at i; returns the index of its first byte
+-- and of its last one, which must not be past j.
+local function read_length(s, i, j, where)
+  local _, len
+  _, len, i = read_varint(s, i, j)
+  local last = i + len - 1
+  if last > j then
+    error("pb: " .. where .. ": truncated field", 0)
+  end
+  return i, last
+end
+
+-- Stores a decoded value: appended to its list if the field is repeated, else set.
+local function store(out, spec, v)
+  if spec.label == "repeated" then
+    local list = out[spec.name] or {}
+    list[#list + 1] = v
+    out[spec.name] = list
+  else
+    out[spec.name] = v
+  end
 end
 
 local function skip(s, i, n, wire)
@@ -459,12 +478,8 @@ function decode_message(type_name, s, i, j)
     if not spec then
       i = skip(s, i, j, wire)
     elseif wire == 2 and not (spec.scalar and WIRE[spec.type] ~= 2) then
-      local _, len
-      _, len, i = read_varint(s, i, j)
-      local last = i + len - 1
-      if last > j then
-        error("pb: " .. type_name .. "." .. spec.name .. ": truncated field", 0)
-      end
+      local last
+      i, last = read_length(s, i, j, type_name .. "." .. spec.name)
       local v
       if spec.scalar then
         v = sub(s, i, last)
@@ -476,17 +491,12 @@ function decode_message(type_name, s, i, j)
         local map = out[spec.name] or {}
         map[v.key] = v.value
         out[spec.name] = map
-      elseif spec.label == "repeated" then
-        local list = out[spec.name] or {}
-        list[#list + 1] = v
-        out[spec.name] = list
       else
-        out[spec.name] = v
+        store(out, spec, v)
       end
-    elseif wire == 2 then -- packed repeated numbers
-      local _, len
-      _, len, i = read_varint(s, i, j)
-      local last = i + len - 1
+    elseif wire == 2 and spec.label == "repeated" then -- packed repeated numbers
+      local last
+      i, last = read_length(s, i, j, type_name .. "." .. spec.name)
       local list = out[spec.name] or {}
       while i <= last do
         list[#list + 1], i = decode_scalar(spec, s, i, last, WIRE[spec.type])
@@ -499,13 +509,7 @@ function decode_message(type_name, s, i, j)
       end
       local v
       v, i = decode_scalar(spec, s, i, j, wire)
-      if spec.label == "repeated" then
-        local list = out[spec.name] or {}
-        list[#list + 1] = v
-        out[spec.name] = list
-      else
-        out[spec.name] = v
-      end
+      store(out, spec, v)
     end
   end
   if i ~= j + 1 then
@@ -513,9 +517,7 @@ function decode_message(type_name, s, i, j)
   end
   for _, spec in ipairs(desc.fields) do
     if out[spec.name] == nil then
-      if spec.label == "map" then
-        out[spec.name] = {}
-      elseif spec.label == "repeated" then
+      if spec.label == "map" or spec.label == "repeated" then
         out[spec.name] = {}
       elseif spec.scalar and spec.label ~= "oneof" then
         out[spec.name] = ZERO[spec.type]

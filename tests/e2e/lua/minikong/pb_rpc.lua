@@ -363,6 +363,18 @@ function Rpc:connect()
   return sock
 end
 
+-- The connection cannot go on: closes it and returns nil, msg (an RPC error).
+local function fail(sock, msg)
+  sock:close()
+  return nil, msg
+end
+
+-- The connection cannot go on: closes it and raises msg (a Lua error, as in Kong).
+local function raise(sock, msg)
+  sock:close()
+  error(msg, 0)
+end
+
 local function read_frame(sock)
   local header, err = sock:receive(4)
   if not header then
@@ -384,13 +396,14 @@ end
 local function decode_or_raise(sock, what, type_name, payload)
   local ok, m = pcall(decode, type_name, payload)
   if not ok then
-    sock:close()
-    error(what .. ": the plugin server sent a malformed " .. type_name .. ": " .. tostring(m), 0)
+    raise(sock, what .. ": the plugin server sent a malformed " .. type_name .. ": "
+          .. tostring(m))
   end
   return m
 end
 
--- Sends RpcCall{sequence, <field> = cmd}; returns the socket and the sequence.
+-- Sends RpcCall{sequence, <field> = cmd}; returns the socket and the sequence, or nil and
+-- the error.
 function Rpc:send_call(field, cmd, what)
   local sock, err = self:connect()
   if not sock then
@@ -401,8 +414,7 @@ function Rpc:send_call(field, cmd, what)
   local bytes
   bytes, err = sock:send(_M.call_frame(sequence, field, cmd))
   if not bytes then
-    sock:close()
-    return nil, what .. ": send: " .. tostring(err)
+    return fail(sock, what .. ": send: " .. tostring(err))
   end
   return sock, sequence
 end
@@ -410,30 +422,37 @@ end
 local function read_return(sock, sequence, what)
   local payload, err = read_frame(sock)
   if not payload then
-    sock:close()
-    return nil, what .. ": " .. tostring(err)
+    return fail(sock, what .. ": " .. tostring(err))
   end
   local ret = decode_or_raise(sock, what, "RpcReturn", payload)
   if ret.sequence ~= sequence then
-    sock:close()
-    error(what .. ": RpcReturn sequence " .. tostring(ret.sequence) .. ", expected "
-          .. sequence, 0) -- Kong asserts this
+    raise(sock, what .. ": RpcReturn sequence " .. tostring(ret.sequence) .. ", expected "
+          .. sequence) -- Kong asserts this
   end
+  return ret
+end
+
+-- One command: RpcCall, its RpcReturn, the connection back to the pool. -> ret | nil, err
+function Rpc:command(field, cmd, what)
+  local sock, seq_or_err = self:send_call(field, cmd, what)
+  if not sock then
+    return nil, seq_or_err
+  end
+  local ret, err = read_return(sock, seq_or_err, what)
+  if not ret then
+    return nil, err
+  end
+  sock:setkeepalive()
   return ret
 end
 
 --- start_instance(name, config_json) -> instance id | nil, err
 function Rpc:start_instance(name, config_json)
-  local sock, sequence = self:send_call("cmd_start_instance",
-                                        { name = name, config = config_json }, "StartInstance")
-  if not sock then
-    return nil, sequence
-  end
-  local ret, err = read_return(sock, sequence, "StartInstance")
+  local ret, err = self:command("cmd_start_instance", { name = name, config = config_json },
+                                "StartInstance")
   if not ret then
     return nil, err
   end
-  sock:setkeepalive()
   local status = ret.instance_status
   if not status then
     return nil, "StartInstance: the RpcReturn has no instance_status"
@@ -443,37 +462,27 @@ end
 
 --- close_instance(id): Kong ignores the answer (and a closed connection).
 function Rpc:close_instance(id)
-  local sock, sequence = self:send_call("cmd_close_instance", { instance_id = id },
-                                        "CloseInstance")
-  if not sock then
-    return nil, sequence
-  end
-  local ret, err = read_return(sock, sequence, "CloseInstance")
-  if ret then
-    sock:setkeepalive()
-  end
-  return ret, err
+  return self:command("cmd_close_instance", { instance_id = id }, "CloseInstance")
 end
 
 --- handle_event(rq, instance_id, call_pdk) -> true | nil, err
 --- call_pdk(rq, method, args) runs one PDK function and returns its first value. A Lua
 --- error (a refused PDK call, a protocol violation) propagates after the socket is closed.
 function Rpc:handle_event(rq, instance_id, call_pdk)
-  local sock, sequence = self:send_call("cmd_handle_event",
-                                        { instance_id = instance_id, event_name = rq.phase },
-                                        "HandleEvent")
+  local sock, seq_or_err = self:send_call("cmd_handle_event",
+                                          { instance_id = instance_id, event_name = rq.phase },
+                                          "HandleEvent")
   if not sock then
-    return nil, sequence
+    return nil, seq_or_err
   end
   while true do
     local name, err = read_frame(sock)
     if not name then
-      sock:close()
-      return nil, "HandleEvent: " .. tostring(err)
+      return fail(sock, "HandleEvent: " .. tostring(err))
     end
     if name == "" then -- the end of the event
       local ret
-      ret, err = read_return(sock, sequence, "HandleEvent")
+      ret, err = read_return(sock, seq_or_err, "HandleEvent")
       if not ret then
         return nil, err
       end
@@ -483,25 +492,21 @@ function Rpc:handle_event(rq, instance_id, call_pdk)
     local payload
     payload, err = read_frame(sock)
     if not payload then
-      sock:close()
-      return nil, name .. ": " .. tostring(err)
+      return fail(sock, name .. ": " .. tostring(err))
     end
     local entry = SERVICE[name]
     if not entry then
-      sock:close()
-      return nil, 'method "' .. name .. '" not found'
+      return fail(sock, 'method "' .. name .. '" not found')
     end
     local ok, args = pcall(_M.unwrap, entry.input, payload)
     if not ok then
-      sock:close()
-      error(name .. ": the plugin server sent a malformed " .. entry.input .. ": "
-            .. tostring(args), 0)
+      raise(sock, name .. ": the plugin server sent a malformed " .. entry.input .. ": "
+            .. tostring(args))
     end
     local value
     ok, value = pcall(call_pdk, rq, name, args)
     if not ok then
-      sock:close()
-      error(value, 0)
+      raise(sock, value)
     end
     if name == "kong.response.exit" then
       sock:close() -- never answered: Kong abandons the connection
@@ -510,14 +515,12 @@ function Rpc:handle_event(rq, instance_id, call_pdk)
     local answer
     ok, answer = pcall(_M.answer_frame, entry.output, value, name)
     if not ok then
-      sock:close()
-      error(name .. ": " .. tostring(answer), 0)
+      raise(sock, name .. ": " .. tostring(answer))
     end
     local bytes
     bytes, err = sock:send(answer)
     if not bytes then
-      sock:close()
-      return nil, name .. ": send: " .. tostring(err)
+      return fail(sock, name .. ": send: " .. tostring(err))
     end
   end
 end

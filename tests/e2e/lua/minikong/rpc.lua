@@ -164,4 +164,21 @@ function Rpc:call(method, arg)
   end
 end
 
+--- start_instance(name, config_json) -> instance id | nil, err
+function Rpc:start_instance(name, config_json)
+  local status, err = self:call("plugin.StartInstance", {
+    Name = name,
+    Config = config_json, -- cjson.encode(config) with defaults and Kong's __ keys
+  })
+  if type(status) ~= "table" or status.Id == nil then
+    return nil, err or ("StartInstance answered " .. tostring(status))
+  end
+  return status.Id
+end
+
+--- close_instance(id): Kong ignores the answer.
+function Rpc:close_instance(id)
+  return self:call("plugin.CloseInstance", id)
+end
+
 return _M

@@ -75,29 +75,6 @@ local function usable(info, plugin)
          and info.gen == generation(plugin.name)
 end
 
-local function start_instance(plugin)
-  local rpc = plugin.rpc
-  if rpc.protocol == PROTOBUF then
-    return rpc:start_instance(plugin.name, plugin.config_json)
-  end
-  local status, err = rpc:call("plugin.StartInstance", {
-    Name = plugin.name,
-    Config = plugin.config_json, -- cjson.encode(config) with defaults and Kong's __ keys
-  })
-  if type(status) ~= "table" or status.Id == nil then
-    return nil, err or ("StartInstance answered " .. tostring(status))
-  end
-  return status.Id
-end
-
-local function close_instance(plugin, id)
-  local rpc = plugin.rpc
-  if rpc.protocol == PROTOBUF then
-    return rpc:close_instance(id)
-  end
-  return rpc:call("plugin.CloseInstance", id)
-end
-
 local function get_instance_id(plugin)
   local key = plugin.id
   local info = running[key]
@@ -121,7 +98,7 @@ local function get_instance_id(plugin)
   local gen = generation(plugin.name)
   info = { co = coroutine.running(), plugin = plugin }
   running[key] = info
-  local id, err = start_instance(plugin)
+  local id, err = plugin.rpc:start_instance(plugin.name, plugin.config_json)
   if id == nil then
     running[key] = nil
     ngx.log(ERR, "[minikong] starting instance: ", err)
@@ -129,7 +106,7 @@ local function get_instance_id(plugin)
   end
   info.id, info.seq, info.gen, info.co = id, plugin.config.__seq__, gen, nil
   if old_id ~= nil and old_id ~= id then
-    close_instance(plugin, old_id) -- result and error ignored, as in Kong
+    plugin.rpc:close_instance(old_id) -- result and error ignored, as in Kong
   end
   return id
 end
