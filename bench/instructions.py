@@ -16,11 +16,9 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -29,7 +27,13 @@ sys.path.insert(0, str(BENCH))
 from loadgen import LoadGen
 from servers import OURS_FLAGS, PLUGINS, ROOT
 
-from support.incumbent import MODE_FLAGS, kong_pdk_venv, server_command, socket_path
+from support.incumbent import (
+    MODE_FLAGS,
+    kong_pdk_venv,
+    server_command,
+    socket_path,
+    wait_for_socket,
+)
 
 TOTAL = re.compile(r"Collected : (\d+)")
 
@@ -44,24 +48,6 @@ def _command(kind: str, prefix: Path) -> tuple[list[str], str]:
         return cmd, str(socket_path(prefix))
     return ([sys.executable, "-m", "kongish_pdk.cli", "-d", str(PLUGINS), "-p", str(prefix),
              *OURS_FLAGS[mode]], str(prefix / "kongish_pluginserver.socket"))
-
-
-def wait_for_socket(path: Path, proc: subprocess.Popen[str], timeout: float, name: str) -> None:
-    """Wait until ``name``'s socket accepts (no server here prints a readiness line that
-    survives valgrind): RuntimeError if it exits first or does not listen in time."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with {proc.returncode}")
-        if path.exists():
-            with socket.socket(socket.AF_UNIX) as probe:
-                try:
-                    probe.connect(str(path))
-                    return
-                except OSError:
-                    pass
-        time.sleep(0.02)
-    raise RuntimeError(f"{name} did not listen on {path} within {timeout}s")
 
 
 def instructions(kind: str, events: int) -> int:

@@ -48,12 +48,15 @@ def socket_path(prefix: Path) -> Path:
     return prefix / "python_pluginserver.sock"
 
 
-def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    """kong-pdk prints no readiness line we can rely on: wait until the socket accepts."""
+def wait_for_socket(path: Path, proc: subprocess.Popen[Any], timeout: float = 20.0,
+                    name: str = "kong-pdk") -> None:
+    """Wait until ``name``'s socket accepts (kong-pdk prints no readiness line we can rely on,
+    nor does a server under valgrind): RuntimeError if it exits first or does not listen in
+    time."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"kong-pdk exited with {proc.returncode}")
+            raise RuntimeError(f"{name} exited with {proc.returncode}")
         if os.path.exists(path):
             with socket.socket(socket.AF_UNIX) as probe:
                 try:
@@ -62,7 +65,7 @@ def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float = 
                 except OSError:
                     pass
         time.sleep(0.02)
-    raise RuntimeError(f"kong-pdk did not listen on {path} within {timeout}s")
+    raise RuntimeError(f"{name} did not listen on {path} within {timeout}s")
 
 
 MODE_FLAGS = {"threads": [], "gevent": ["-g"], "processes": ["-m"]}
