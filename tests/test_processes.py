@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import msgpack
 import pytest
 
 from kongish_pdk.testing import KongClient, ServerProcess
+from kongish_pdk.testing.kong_client import Connection
 
 from conftest import EXAMPLES, TEST_PLUGINS
 from support.events import set_headers as hello
@@ -91,3 +93,27 @@ def test_dump_starts_no_workers(tmp_path) -> None:
                           timeout=30)
     assert done.returncode == 0
     assert "worker processes" not in done.stderr
+
+
+class _LargeReplies(KongClient):
+    """A Kong client whose reader takes frames above msgpack's default 100 MiB buffer (Kong's
+    own reader has no such limit)."""
+
+    def _open(self) -> Connection:
+        conn = super()._open()
+        conn.unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=0)
+        return conn
+
+
+def test_a_body_over_100_mib_crosses_the_worker_channel(start) -> None:
+    server = start(TEST_PLUGINS, "-m", "--workers", "2")
+    with _LargeReplies(server.socket_path, timeout=30) as kong:
+        big = kong.start_instance("bigexit", {"mib": 101})
+        normal = kong.start_instance("hello")
+        reply = kong.handle_event(big, "access")
+        assert reply["Data"]["Method"] == "kong.response.exit"
+        status, body = reply["Data"]["Args"][:2]
+        assert status == 200 and len(body) == 101 * 1024 * 1024
+        del reply, body
+        assert hello(kong, normal, lambda m, a: "h")["x-hello"] == "hello h"
+    assert "exited" not in server.log  # no worker was lost to it

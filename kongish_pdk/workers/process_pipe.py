@@ -39,8 +39,12 @@ class Pipe:
         self.sock = sock
         self.fd = sock.fileno()
         self._send_lock = threading.Lock()
+        # No size limit (0 means 4 GiB): both ends are ours, and msgpack's default 100 MiB
+        # would refuse a large body a plugin may legitimately send (kong.response.exit).
+        # Frames from Kong keep their --max-frame-size limit in the protocol's decoder.
         self._unpacker = msgpack.Unpacker(raw=False, unicode_errors="surrogateescape",
-                                          strict_map_key=False, read_size=16 * 1024)
+                                          strict_map_key=False, read_size=16 * 1024,
+                                          max_buffer_size=0)
 
     @staticmethod
     def encode(message: list[Any]) -> bytes:
