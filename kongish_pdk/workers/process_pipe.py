@@ -15,6 +15,8 @@ from typing import Any
 
 import msgpack
 
+from kongish_pdk.server.connections import RECV_SIZE
+
 # server -> worker
 CONSTRUCT = 1  # [CONSTRUCT, request_id, instance_id, plugin, config] -> DONE
 START = 2  # [START, event_id, instance_id, phase, plugin, config]
@@ -27,8 +29,6 @@ DONE = 11  # [DONE, request_id, error or None]
 CALL = 12  # [CALL, event_id, method, args, terminal]
 RETURN = 13  # [RETURN, event_id]
 FAIL = 14  # [FAIL, event_id, error, traceback]
-
-RECV_SIZE = 64 * 1024
 
 
 class Pipe:
