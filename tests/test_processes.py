@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import resource
+import signal
 import subprocess
 import sys
 
@@ -40,6 +43,23 @@ def test_a_dead_worker_fails_its_events_and_is_replaced(start) -> None:
         server.wait_for(rf"event #{reply['EventId']} failed .*died \(exit code 3\)")
         pids = {hello(kong, iid)["x-pid"] for _ in range(6)}
         assert len(pids) == 2  # the replacement serves, with the survivor
+        assert kong.call("plugin.GetStatus")["Events"] == 0
+
+
+def test_a_worker_that_cannot_be_replaced_is_logged_and_the_others_serve(start) -> None:
+    server = start(TEST_PLUGINS, "-m", "--workers", "2")
+    with KongClient(server.socket_path) as kong:
+        kong.warm(3)  # every connection the test needs, before the server runs out of them
+        iid = kong.start_instance("counter")
+        victim, survivor = sorted({hello(kong, iid)["x-pid"] for _ in range(4)})
+        # No descriptor to spare: the replacement's socketpair fails with EMFILE.
+        in_use = len(os.listdir(f"/proc/{server.pid}/fd"))
+        hard = resource.prlimit(server.pid, resource.RLIMIT_NOFILE)[1]
+        resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (in_use, hard))
+        os.kill(int(victim), signal.SIGKILL)
+        server.wait_for(rf"cannot start a worker process to replace {victim}: "
+                        r".*Too many open files")
+        assert {hello(kong, iid)["x-pid"] for _ in range(4)} == {survivor}
         assert kong.call("plugin.GetStatus")["Events"] == 0
 
 
