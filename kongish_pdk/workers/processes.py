@@ -125,6 +125,13 @@ class ProcessExecutor:
                 child.process.kill()
                 child.process.join(timeout)
             child.pipe.close()
+        # Nothing reads the channels any more: a CONSTRUCT or DESTROY still waiting (e.g.
+        # the close() of an instance abort_all finished) would wait forever.
+        with self._lock:
+            for child in children:
+                child.alive = False  # so a later request fails at once instead of waiting
+            waiting = self._take_pending(None)
+        self._release(waiting, "the server stopped")
 
     def _readable(self, child: _Child) -> None:
         """On the I/O loop's thread: outcomes and answers coming back from a worker."""
