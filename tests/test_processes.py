@@ -7,6 +7,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 
 import msgpack
 import pytest
@@ -44,6 +45,24 @@ def test_a_dead_worker_fails_its_events_and_is_replaced(start) -> None:
         pids = {hello(kong, iid)["x-pid"] for _ in range(6)}
         assert len(pids) == 2  # the replacement serves, with the survivor
         assert kong.call("plugin.GetStatus")["Events"] == 0
+
+
+def test_a_replacement_worker_builds_the_plugin_from_the_instance_config(start) -> None:
+    server = start(TEST_PLUGINS, "-m", "--workers", "2")
+    with KongClient(server.socket_path) as kong:
+        iid = kong.start_instance("greeter", {"greeting": "hi"})
+        seen = [hello(kong, iid) for _ in range(4)]
+        pids = {headers["x-pid"] for headers in seen}
+        assert len(pids) == 2
+        victim = min(pids)
+        os.kill(int(victim), signal.SIGKILL)
+        server.wait_for(rf"worker process {victim} exited \(-9\)")
+        deadline = time.monotonic() + 10
+        while not {headers["x-pid"] for headers in seen} - pids:  # until the replacement serves
+            assert time.monotonic() < deadline, "no replacement worker ran an event"
+            seen.append(hello(kong, iid))
+    assert {headers["x-greeting"] for headers in seen} == {"hi"}  # not None, as from {}
+    assert {headers["x-inits"] for headers in seen} == {"1"}
 
 
 def test_a_worker_that_cannot_be_replaced_is_logged_and_the_others_serve(start) -> None:

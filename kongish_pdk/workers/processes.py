@@ -40,13 +40,6 @@ START_METHODS = ("forkserver", "spawn", "fork")
 NO_WORKER = "no worker process is running (they died and could not be started again)"
 
 
-def _known(instance: Instance) -> set[int]:
-    """The workers (by index) that were given this instance's config, so they have created
-    its Plugin object or will on the event they were sent."""
-    known: set[int] = instance.executor_state.setdefault("known", set())
-    return known
-
-
 @dataclass(eq=False)
 class _Child:
     index: int
@@ -55,6 +48,14 @@ class _Child:
     pid: int  # kept here: Process.pid is None once the dead worker's Process is closed
     events: dict[int, Event] = field(default_factory=dict)  # in flight here
     alive: bool = True  # False from the moment its channel is lost (guarded by the lock)
+
+
+def _known(instance: Instance) -> set[_Child]:
+    """The workers that were given this instance's config, so they have created its Plugin
+    object or will on the event they were sent. By object, not index: a replacement takes its
+    predecessor's index but has none of its objects."""
+    known: set[_Child] = instance.executor_state.setdefault("known", set())
+    return known
 
 
 class ProcessExecutor:
@@ -288,12 +289,11 @@ class ProcessExecutor:
                               instance.config)
         if error is not None:
             raise RuntimeError(error)
-        _known(instance).add(child.index)
+        _known(instance).add(child)
 
     def destroy(self, instance: Instance) -> None:
         """Close the plugin in every worker that created it; returns when all have."""
-        for index in sorted(_known(instance)):
-            child = self._children[index]
+        for child in sorted(_known(instance), key=lambda c: c.index):
             if child.alive:
                 self._request(child, msg.DESTROY, instance.id)
 
@@ -307,8 +307,8 @@ class ProcessExecutor:
             self._deliver_safely(event, Failed(NO_WORKER))
             return
         known = _known(instance)
-        config = None if child.index in known else instance.config
-        known.add(child.index)
+        config = None if child in known else instance.config
+        known.add(child)
         event.handle = child
         with contextlib.suppress(OSError):  # it just died: _lost fails the event with the rest
             child.pipe.send([msg.START, event.id, instance.id, event.phase, instance.spec.name,
