@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import queue
 import resource
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import msgpack
 import pytest
@@ -63,6 +67,49 @@ def test_a_replacement_worker_builds_the_plugin_from_the_instance_config(start) 
             seen.append(hello(kong, iid))
     assert {headers["x-greeting"] for headers in seen} == {"hi"}  # not None, as from {}
     assert {headers["x-inits"] for headers in seen} == {"1"}
+
+
+def test_events_racing_a_slow_init_share_one_object_built_from_the_config(start,
+                                                                          tmp_path) -> None:
+    server = start(TEST_PLUGINS, "-m", "--workers", "2")
+    gate_path = str(tmp_path / "gate")
+    released = threading.Event()
+    probed: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def held(method: str, args: object) -> None:  # keeps every event in flight until released
+        assert released.wait(30)
+
+    def probe(method: str, args: object) -> None:
+        probed.put(method)
+        held(method, args)
+
+    with KongClient(server.socket_path) as kong, \
+            socket.socket(socket.AF_UNIX) as gate, ThreadPoolExecutor(6) as pool:
+        # No gate yet: StartInstance builds the object in one worker at once.
+        iid = kong.start_instance("greeter", {"greeting": "hi", "gate": gate_path})
+        other = kong.start_instance("hello")
+        gate.bind(gate_path)
+        gate.listen()
+        gate.settimeout(30)
+        runs = [pool.submit(hello, kong, iid, held) for _ in range(4)]
+        deadline = time.monotonic() + 10
+        while kong.call("plugin.GetStatus")["Events"] < 4:  # all four sent to a worker
+            assert time.monotonic() < deadline, "the events did not all start"
+        # Two by two (least busy): the other worker got its first event with the config and
+        # its second without, while the first one's __init__ is held at the gate. One more
+        # event each, read after those (a worker reads its channel in order), tells when both
+        # workers have seen every START.
+        runs += [pool.submit(hello, kong, other, probe) for _ in range(2)]
+        for _ in range(2):
+            probed.get(timeout=30)
+        waiting, _ = gate.accept()
+        waiting.close()
+        released.set()
+        seen = [run.result(timeout=30) for run in runs[:4]]
+        assert all(run.result(timeout=30) for run in runs[4:])
+    assert len({headers["x-pid"] for headers in seen}) == 2
+    assert {headers["x-greeting"] for headers in seen} == {"hi"}
+    assert {headers["x-inits"] for headers in seen} == {"1"}  # one object per worker
 
 
 def test_a_worker_that_cannot_be_replaced_is_logged_and_the_others_serve(start) -> None:
