@@ -69,7 +69,8 @@ class ProcessExecutor:
         self._deliver: Deliver | None = None
         self._requests = itertools.count(1)
         self._turn = itertools.count()  # rotates the choice among equally busy workers
-        self._pending: dict[int, tuple[LockSlot, _Child]] = {}  # CONSTRUCT awaiting an answer
+        # Requests (CONSTRUCT, DESTROY) waiting for a worker's DONE, by request id.
+        self._pending: dict[int, tuple[LockSlot, _Child]] = {}
         self._blocking = ThreadPool(16, name="kongish-blocking")
         self._loop: IOLoop | None = None
         self._stopping = False
@@ -180,9 +181,9 @@ class ProcessExecutor:
         except (TypeError, ValueError, OverflowError) as exc:  # the protocol cannot carry it
             log.error("%s: cannot answer the gateway: %s", event.describe(), exc)
             if isinstance(outcome, PDKCall) and not outcome.terminal:
-                # The worker checked what its pipe can carry, not what the gateway protocol
-                # can (ProtoBuf:1 has no RPC for some PDK functions): the handler waits for
-                # this call, so make the call raise there, as it would in-process.
+                # Rare: the worker already ran the protocol's call check, so only a value
+                # that check let through and the encoder refused gets here. The handler
+                # waits for this call: make it raise there, as it would in-process.
                 self.resume(event, None, f"{type(exc).__name__}: {exc}")
 
     def _take_pending(self, owner: _Child | None) -> list[LockSlot]:
