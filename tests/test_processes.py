@@ -173,6 +173,19 @@ def test_no_growth_in_any_process_across_5000_events(start) -> None:
     assert after[1] - before[1] < 4096, f"RSS grew by {after[1] - before[1]} KiB"
 
 
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])  # the ones that unpickle it
+def test_workers_of_a_msgpack_server_never_import_protobuf(start, method: str) -> None:
+    # The protocol's call check reaches the workers as a function only for ProtoBuf:1.
+    server = start(TEST_PLUGINS, "-m", "--workers", "1", "--start-method", method,
+                   env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+    with KongClient(server.socket_path) as kong:
+        hello(kong, kong.start_instance("hello"), lambda m, a: "h")
+    imported = [line.rsplit("|", 1)[-1].strip() for line in server.log.splitlines()
+                if "import time:" in line]
+    assert "kongish_pdk.workers.process_child" in imported  # the check itself works
+    assert not [name for name in imported if name.startswith("google")]
+
+
 def test_dump_starts_no_workers(tmp_path) -> None:
     done = subprocess.run([sys.executable, "-m", "kongish_pdk.cli", "-d", str(TEST_PLUGINS),
                            "--dump", "-m", "--workers", "4"], capture_output=True, text=True,

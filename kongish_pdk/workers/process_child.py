@@ -11,7 +11,6 @@ the server over the pipe.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import signal
@@ -25,6 +24,7 @@ from typing import Any
 from kongish_pdk import log as logsetup
 from kongish_pdk.plugin.source import PluginSource
 from kongish_pdk.plugin.spec import PluginSpec
+from kongish_pdk.protocol.names import CallCheck
 from kongish_pdk.runtime.events import Event
 from kongish_pdk.runtime.handler import LockSlot, failure
 from kongish_pdk.runtime.instances import Instance, split_config
@@ -47,15 +47,10 @@ class ChildOptions:
     lua_style: bool
     verbosity: int
     log_format: str
-    # "module:function" raising if the gateway protocol cannot carry a PDK call, so the
-    # plugin gets the error in its call here, as in the in-process modes.
-    call_check: str | None = None
-
-
-def _import(path: str) -> Callable[[str, list[Any]], None]:
-    module, _, name = path.partition(":")
-    check: Callable[[str, list[Any]], None] = getattr(importlib.import_module(module), name)
-    return check
+    # Raises if the gateway protocol cannot carry a PDK call, so the plugin gets the error in
+    # its call here, as in the in-process modes. A module-level function: it pickles by
+    # reference (spawn, forkserver), so the worker imports its module as it unpickles this.
+    call_check: CallCheck | None = None
 
 
 class _NoReply:
@@ -89,7 +84,7 @@ class WorkerProcess:
         self.pool = ThreadPool(options.threads, name="kongish-handler")
         self.executor = LocalExecutor(self.pool.submit, LockSlot, options.lua_style)
         self.executor.bind(self._deliver)
-        self.call_check = _import(options.call_check) if options.call_check else None
+        self.call_check = options.call_check
         self.instances: dict[int, Instance] = {}
         # (plugin, config) of each instance the server counts as known here: a later START
         # carries no config, and a build that failed is retried from this one.

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from kongish_pdk.plugin.source import PluginSource
+from kongish_pdk.protocol.names import CallCheck
 from kongish_pdk.runtime.events import Deliver, Event, Executor
 from kongish_pdk.runtime.handler import LockSlot
 from kongish_pdk.runtime.instances import Instance
@@ -348,7 +349,7 @@ class ProcessWorker(IOLoopWorker):
                  threads: int | None = None, start_method: str = "forkserver",
                  cpu_affinity: str = "auto",
                  verbosity: int = 0, log_format: str = "text",
-                 call_check: str | None = None) -> None:
+                 call_check: CallCheck | None = None) -> None:
         super().__init__()
         self.workers = workers or len(usable_cpus())
         self._cpu_affinity = cpu_affinity
