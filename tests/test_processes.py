@@ -118,15 +118,31 @@ def test_a_worker_that_cannot_be_replaced_is_logged_and_the_others_serve(start) 
         kong.warm(3)  # every connection the test needs, before the server runs out of them
         iid = kong.start_instance("counter")
         victim, survivor = sorted({hello(kong, iid)["x-pid"] for _ in range(4)})
-        # No descriptor to spare: the replacement's socketpair fails with EMFILE.
-        in_use = len(os.listdir(f"/proc/{server.pid}/fd"))
-        hard = resource.prlimit(server.pid, resource.RLIMIT_NOFILE)[1]
-        resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (in_use, hard))
-        os.kill(int(victim), signal.SIGKILL)
-        server.wait_for(rf"cannot start a worker process to replace {victim}: "
-                        r".*Too many open files")
+        _kill_unreplaceable(server, victim)
         assert {hello(kong, iid)["x-pid"] for _ in range(4)} == {survivor}
         assert kong.call("plugin.GetStatus")["Events"] == 0
+
+
+def test_with_no_worker_left_events_fail_at_once(start) -> None:
+    server = start(TEST_PLUGINS, "-m", "--workers", "1", "--event-timeout", "30")
+    with KongClient(server.socket_path) as kong:
+        kong.warm(2)
+        iid = kong.start_instance("counter")
+        _kill_unreplaceable(server, hello(kong, iid)["x-pid"])
+        reply = kong.handle_event(iid, "access")  # not after the 30 s event timeout
+        assert reply["Data"] == {"Method": "kong.response.error", "Args": [500]}
+        server.wait_for("no worker process is running")
+        assert kong.call("plugin.GetStatus")["Events"] == 0
+
+
+def _kill_unreplaceable(server: ServerProcess, pid: str) -> None:
+    """SIGKILL a worker after taking the server's spare descriptors, so the replacement's
+    socketpair fails with EMFILE."""
+    in_use = len(os.listdir(f"/proc/{server.pid}/fd"))
+    hard = resource.prlimit(server.pid, resource.RLIMIT_NOFILE)[1]
+    resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (in_use, hard))
+    os.kill(int(pid), signal.SIGKILL)
+    server.wait_for(rf"cannot start a worker process to replace {pid}: .*Too many open files")
 
 
 @pytest.mark.parametrize("method", ["spawn", "fork", "forkserver"])

@@ -157,7 +157,8 @@ class ProcessExecutor:
     def _handle(self, child: _Child, message: list[Any]) -> None:
         kind = message[0]
         if kind == msg.DONE:
-            waiter = self._pending.pop(message[1], None)
+            with self._lock:
+                waiter = self._pending.pop(message[1], None)
             if waiter is not None:
                 waiter[0].put(message[2])
             return
@@ -323,7 +324,9 @@ class ProcessExecutor:
         self._send(event, [msg.ABORT, event.id, waiting])
 
     def _send(self, event: Event, message: list[Any]) -> None:
-        child: _Child = event.handle
+        child: _Child | None = event.handle
+        if child is None:  # failed in start(): no worker ever had it
+            return
         with contextlib.suppress(OSError):  # the worker died: _lost finishes its events
             child.pipe.send(message)
 
