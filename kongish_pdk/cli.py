@@ -170,7 +170,7 @@ def _make_worker(args: argparse.Namespace, source: PluginSource) -> Worker:
                              start_method=args.start_method,
                              cpu_affinity=args.cpu_affinity, verbosity=args.verbose,
                              log_format=args.log_format,
-                             call_check=protocols.CALL_CHECKS.get(args.protocol))
+                             call_check=protocols.call_check(args.protocol))
     from kongish_pdk.workers.threads import ThreadWorker
 
     return ThreadWorker(threads=args.threads, cpu_affinity=args.cpu_affinity)

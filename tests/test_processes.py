@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import queue
+import resource
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
+import msgpack
 import pytest
 
 from kongish_pdk.testing import KongClient, ServerProcess
+from kongish_pdk.testing.kong_client import Connection
 
 from conftest import EXAMPLES, TEST_PLUGINS
 from support.events import set_headers as hello
@@ -39,6 +49,100 @@ def test_a_dead_worker_fails_its_events_and_is_replaced(start) -> None:
         pids = {hello(kong, iid)["x-pid"] for _ in range(6)}
         assert len(pids) == 2  # the replacement serves, with the survivor
         assert kong.call("plugin.GetStatus")["Events"] == 0
+
+
+def test_a_replacement_worker_builds_the_plugin_from_the_instance_config(start) -> None:
+    server = start(TEST_PLUGINS, "-m", "--workers", "2")
+    with KongClient(server.socket_path) as kong:
+        iid = kong.start_instance("greeter", {"greeting": "hi"})
+        seen = [hello(kong, iid) for _ in range(4)]
+        pids = {headers["x-pid"] for headers in seen}
+        assert len(pids) == 2
+        victim = min(pids)
+        os.kill(int(victim), signal.SIGKILL)
+        server.wait_for(rf"worker process {victim} exited \(-9\)")
+        deadline = time.monotonic() + 10
+        while not {headers["x-pid"] for headers in seen} - pids:  # until the replacement serves
+            assert time.monotonic() < deadline, "no replacement worker ran an event"
+            seen.append(hello(kong, iid))
+    assert {headers["x-greeting"] for headers in seen} == {"hi"}  # not None, as from {}
+    assert {headers["x-inits"] for headers in seen} == {"1"}
+
+
+def test_events_racing_a_slow_init_share_one_object_built_from_the_config(start,
+                                                                          tmp_path) -> None:
+    server = start(TEST_PLUGINS, "-m", "--workers", "2")
+    gate_path = str(tmp_path / "gate")
+    released = threading.Event()
+    probed: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def held(method: str, args: object) -> None:  # keeps every event in flight until released
+        assert released.wait(30)
+
+    def probe(method: str, args: object) -> None:
+        probed.put(method)
+        held(method, args)
+
+    with KongClient(server.socket_path) as kong, \
+            socket.socket(socket.AF_UNIX) as gate, ThreadPoolExecutor(6) as pool:
+        # No gate yet: StartInstance builds the object in one worker at once.
+        iid = kong.start_instance("greeter", {"greeting": "hi", "gate": gate_path})
+        other = kong.start_instance("hello")
+        gate.bind(gate_path)
+        gate.listen()
+        gate.settimeout(30)
+        runs = [pool.submit(hello, kong, iid, held) for _ in range(4)]
+        deadline = time.monotonic() + 10
+        while kong.call("plugin.GetStatus")["Events"] < 4:  # all four sent to a worker
+            assert time.monotonic() < deadline, "the events did not all start"
+        # Two by two (least busy): the other worker got its first event with the config and
+        # its second without, while the first one's __init__ is held at the gate. One more
+        # event each, read after those (a worker reads its channel in order), tells when both
+        # workers have seen every START.
+        runs += [pool.submit(hello, kong, other, probe) for _ in range(2)]
+        for _ in range(2):
+            probed.get(timeout=30)
+        waiting, _ = gate.accept()
+        waiting.close()
+        released.set()
+        seen = [run.result(timeout=30) for run in runs[:4]]
+        assert all(run.result(timeout=30) for run in runs[4:])
+    assert len({headers["x-pid"] for headers in seen}) == 2
+    assert {headers["x-greeting"] for headers in seen} == {"hi"}
+    assert {headers["x-inits"] for headers in seen} == {"1"}  # one object per worker
+
+
+def test_a_worker_that_cannot_be_replaced_is_logged_and_the_others_serve(start) -> None:
+    server = start(TEST_PLUGINS, "-m", "--workers", "2")
+    with KongClient(server.socket_path) as kong:
+        kong.warm(3)  # every connection the test needs, before the server runs out of them
+        iid = kong.start_instance("counter")
+        victim, survivor = sorted({hello(kong, iid)["x-pid"] for _ in range(4)})
+        _kill_unreplaceable(server, victim)
+        assert {hello(kong, iid)["x-pid"] for _ in range(4)} == {survivor}
+        assert kong.call("plugin.GetStatus")["Events"] == 0
+
+
+def test_with_no_worker_left_events_fail_at_once(start) -> None:
+    server = start(TEST_PLUGINS, "-m", "--workers", "1", "--event-timeout", "30")
+    with KongClient(server.socket_path) as kong:
+        kong.warm(2)
+        iid = kong.start_instance("counter")
+        _kill_unreplaceable(server, hello(kong, iid)["x-pid"])
+        reply = kong.handle_event(iid, "access")  # not after the 30 s event timeout
+        assert reply["Data"] == {"Method": "kong.response.error", "Args": [500]}
+        server.wait_for("no worker process is running")
+        assert kong.call("plugin.GetStatus")["Events"] == 0
+
+
+def _kill_unreplaceable(server: ServerProcess, pid: str) -> None:
+    """SIGKILL a worker after taking the server's spare descriptors, so the replacement's
+    socketpair fails with EMFILE."""
+    in_use = len(os.listdir(f"/proc/{server.pid}/fd"))
+    hard = resource.prlimit(server.pid, resource.RLIMIT_NOFILE)[1]
+    resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (in_use, hard))
+    os.kill(int(pid), signal.SIGKILL)
+    server.wait_for(rf"cannot start a worker process to replace {pid}: .*Too many open files")
 
 
 @pytest.mark.parametrize("method", ["spawn", "fork", "forkserver"])
@@ -85,9 +189,46 @@ def test_no_growth_in_any_process_across_5000_events(start) -> None:
     assert after[1] - before[1] < 4096, f"RSS grew by {after[1] - before[1]} KiB"
 
 
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])  # the ones that unpickle it
+def test_workers_of_a_msgpack_server_never_import_protobuf(start, method: str) -> None:
+    # The protocol's call check reaches the workers as a function only for ProtoBuf:1.
+    server = start(TEST_PLUGINS, "-m", "--workers", "1", "--start-method", method,
+                   env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+    with KongClient(server.socket_path) as kong:
+        hello(kong, kong.start_instance("hello"), lambda m, a: "h")
+    imported = [line.rsplit("|", 1)[-1].strip() for line in server.log.splitlines()
+                if "import time:" in line]
+    assert "kongish_pdk.workers.process_child" in imported  # the check itself works
+    assert not [name for name in imported if name.startswith("google")]
+
+
 def test_dump_starts_no_workers(tmp_path) -> None:
     done = subprocess.run([sys.executable, "-m", "kongish_pdk.cli", "-d", str(TEST_PLUGINS),
                            "--dump", "-m", "--workers", "4"], capture_output=True, text=True,
                           timeout=30)
     assert done.returncode == 0
     assert "worker processes" not in done.stderr
+
+
+class _LargeReplies(KongClient):
+    """A Kong client whose reader takes frames above msgpack's default 100 MiB buffer (Kong's
+    own reader has no such limit)."""
+
+    def _open(self) -> Connection:
+        conn = super()._open()
+        conn.unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=0)
+        return conn
+
+
+def test_a_body_over_100_mib_crosses_the_worker_channel(start) -> None:
+    server = start(TEST_PLUGINS, "-m", "--workers", "2")
+    with _LargeReplies(server.socket_path, timeout=30) as kong:
+        big = kong.start_instance("bigexit", {"mib": 101})
+        normal = kong.start_instance("hello")
+        reply = kong.handle_event(big, "access")
+        assert reply["Data"]["Method"] == "kong.response.exit"
+        status, body = reply["Data"]["Args"][:2]
+        assert status == 200 and len(body) == 101 * 1024 * 1024
+        del reply, body
+        assert hello(kong, normal, lambda m, a: "h")["x-hello"] == "hello h"
+    assert "exited" not in server.log  # no worker was lost to it

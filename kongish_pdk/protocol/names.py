@@ -6,6 +6,9 @@ the optional ``protobuf`` package).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 MSGPACK = "msgpack"
 PROTOBUF = "protobuf"
 
@@ -14,10 +17,18 @@ _DUMP_NAMES = {MSGPACK: "MsgPack:1", PROTOBUF: "ProtoBuf:1"}
 
 CHOICES = tuple(_DUMP_NAMES)
 
-# Where a worker process finds the protocol's "can Kong be sent this PDK call?" check, as
-# "module:function" (imported only in the worker); none for MsgPack:1, which carries anything
-# msgpack can encode.
-CALL_CHECKS = {PROTOBUF: "kongish_pdk.protocol.protobuf.calls:check"}
+CallCheck = Callable[[str, list[Any]], None]
+
+
+def call_check(choice: str) -> CallCheck | None:
+    """The protocol's "can Kong be sent this PDK call?" check, for worker processes (-m) to
+    run before a call leaves them; None for MsgPack:1, which carries anything msgpack can
+    encode. Imports ProtoBuf:1's codec (and ``protobuf``) only when that protocol is chosen."""
+    if choice != PROTOBUF:
+        return None
+    from kongish_pdk.protocol.protobuf.calls import check
+
+    return check
 
 
 def protocol_name(choice: str) -> str:

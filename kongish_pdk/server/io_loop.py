@@ -52,7 +52,11 @@ class IOLoop:
     # ------------------------------------------------------------------ any thread
 
     def watch(self, fd: int, on_readable: Callable[[], None]) -> None:
-        """Call ``on_readable`` on the loop's thread whenever ``fd`` has data (level-triggered)."""
+        """Call ``on_readable`` on the loop's thread whenever ``fd`` has data (level-triggered).
+
+        ``on_readable`` should handle its own errors: one it lets out is logged and ends the
+        watch, since calling it again would most likely fail again.
+        """
         self._watched[fd] = on_readable
         self._epoll.register(fd, select.EPOLLIN)
 
@@ -105,7 +109,7 @@ class IOLoop:
                     elif (conn := self._connections.get(fd)) is not None:
                         self._read(conn)
                     elif (on_readable := self._watched.get(fd)) is not None:
-                        on_readable()
+                        self._call_watcher(fd, on_readable)
                 now = time.monotonic()
                 if now >= next_tick:
                     ctx.tick()
@@ -124,6 +128,13 @@ class IOLoop:
             self._epoll.close()
             self._wake_r.close()
             self._wake_w.close()
+
+    def _call_watcher(self, fd: int, on_readable: Callable[[], None]) -> None:
+        try:
+            on_readable()
+        except Exception:  # a bug must cost that one descriptor, never the server
+            log.exception("unexpected error reading descriptor %d; no longer watching it", fd)
+            self.unwatch(fd)
 
     def _drain_wakeups(self) -> None:
         with contextlib.suppress(BlockingIOError):

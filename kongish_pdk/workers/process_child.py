@@ -2,13 +2,15 @@
 
 Each worker keeps its own Plugin object per instance (like each Kong nginx worker keeps its
 own instances), created on the first event it gets for that instance, so state in ``self``
-persists across the events this worker runs. Handlers run on a thread pool with the same
-in-process executor as the threads mode; their outcomes go back to the server over the pipe.
+persists across the events this worker runs. The server sends an instance's config with the
+first command for it that reaches this worker; the worker keeps it, builds the object once
+from it, and queues the events that arrive while ``__init__`` still runs. Handlers run on a
+thread pool with the same in-process executor as the threads mode; their outcomes go back to
+the server over the pipe.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import signal
@@ -16,12 +18,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kongish_pdk import log as logsetup
 from kongish_pdk.plugin.source import PluginSource
 from kongish_pdk.plugin.spec import PluginSpec
+from kongish_pdk.protocol.names import CallCheck
 from kongish_pdk.runtime.events import Event
 from kongish_pdk.runtime.handler import LockSlot, failure
 from kongish_pdk.runtime.instances import Instance, split_config
@@ -44,15 +47,10 @@ class ChildOptions:
     lua_style: bool
     verbosity: int
     log_format: str
-    # "module:function" raising if the gateway protocol cannot carry a PDK call, so the
-    # plugin gets the error in its call here, as in the in-process modes.
-    call_check: str | None = None
-
-
-def _import(path: str) -> Callable[[str, list[Any]], None]:
-    module, _, name = path.partition(":")
-    check: Callable[[str, list[Any]], None] = getattr(importlib.import_module(module), name)
-    return check
+    # Raises if the gateway protocol cannot carry a PDK call, so the plugin gets the error in
+    # its call here, as in the in-process modes. A module-level function: it pickles by
+    # reference (spawn, forkserver), so the worker imports its module as it unpickles this.
+    call_check: CallCheck | None = None
 
 
 class _NoReply:
@@ -70,6 +68,15 @@ class _NoReply:
         raise AssertionError("unused in a worker process")
 
 
+@dataclass
+class _Building:
+    """An instance whose Plugin object a pool thread is creating in this worker."""
+
+    request: int | None = None  # the CONSTRUCT to answer, if that is what started it
+    starts: dict[int, str] = field(default_factory=dict)  # event id -> phase, to run once built
+    destroys: list[int] = field(default_factory=list)  # DESTROY requests that came meanwhile
+
+
 class WorkerProcess:
     def __init__(self, pipe: Pipe, specs: list[PluginSpec], options: ChildOptions) -> None:
         self.pipe = pipe
@@ -77,10 +84,15 @@ class WorkerProcess:
         self.pool = ThreadPool(options.threads, name="kongish-handler")
         self.executor = LocalExecutor(self.pool.submit, LockSlot, options.lua_style)
         self.executor.bind(self._deliver)
-        self.call_check = _import(options.call_check) if options.call_check else None
+        self.call_check = options.call_check
         self.instances: dict[int, Instance] = {}
+        # (plugin, config) of each instance the server counts as known here: a later START
+        # carries no config, and a build that failed is retried from this one.
+        self.configs: dict[int, tuple[str, dict[str, Any]]] = {}
+        self.building: dict[int, _Building] = {}
         self.events: dict[int, Event] = {}
-        self._lock = threading.Lock()  # instances and events: the reader and handlers share them
+        # All of the above: the reader, builders and handlers share them.
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ outcomes
 
@@ -127,56 +139,80 @@ class WorkerProcess:
                 return
             handlers[message[0]](*message[1:])
 
-    def _create(self, instance_id: int, plugin: str, config: dict[str, Any]) -> Instance:
-        """Create this worker's Plugin object for an instance (on a pool thread: __init__ may
-        block) and register it; raises what __init__ raised. If another thread registered
-        the instance meanwhile, that one stays and is returned."""
-        spec = self.specs[plugin]
-        user_config, meta = split_config(config, instance_id)
-        instance = Instance(instance_id, spec, config, spec.make_config(user_config), meta,
-                            time.time(), time.monotonic())
-        self.executor.construct(instance)
-        with self._lock:
-            return self.instances.setdefault(instance_id, instance)
-
     def _construct(self, request_id: int, instance_id: int, plugin: str,
                    config: dict[str, Any]) -> None:
-        def construct() -> None:
-            try:
-                self._create(instance_id, plugin, config)
-            except Exception as exc:
-                self.pipe.send([msg.DONE, request_id, f"{type(exc).__name__}: {exc}"])
-                return
-            self.pipe.send([msg.DONE, request_id, None])
-
-        self.pool.submit(construct)
+        with self._lock:  # a new instance: nothing else refers to it yet
+            self.configs[instance_id] = (plugin, config)
+            self.building[instance_id] = _Building(request=request_id)
+        self.pool.submit(self._build, instance_id)
 
     def _start(self, event_id: int, instance_id: int, phase: str, plugin: str,
                config: dict[str, Any] | None) -> None:
         with self._lock:
             instance = self.instances.get(instance_id)
-        if instance is not None:
-            self._run(event_id, instance, phase)
-            return
+            if instance is not None:
+                self._run_locked(event_id, instance, phase)
+                return
+            if config is not None:
+                self.configs.setdefault(instance_id, (plugin, config))
+            building = self.building.get(instance_id)
+            if building is not None:  # __init__ is running: the event waits for it
+                building.starts[event_id] = phase
+                return
+            self.building[instance_id] = _Building(starts={event_id: phase})
+        self.pool.submit(self._build, instance_id)
 
-        def construct_then_run() -> None:
-            # The first event for this instance in this worker: create our own Plugin object.
-            try:
-                current = self._create(instance_id, plugin, config or {})
-            except Exception as exc:
-                failed = failure(exc)
+    def _build(self, instance_id: int) -> None:
+        """On a pool thread (__init__ may block): create this worker's one Plugin object for
+        an instance from the config it was given, then answer what waited for it."""
+        instance: Instance | None = None
+        error: Failed | None = None
+        with self._lock:
+            given = self.configs.get(instance_id)
+        try:
+            if given is None:  # never happens while the server tracks what it sent here
+                raise LookupError(f"worker {os.getpid()} was never given the config of "
+                                  f"instance #{instance_id}")
+            instance = self._create(instance_id, *given)
+        except Exception as exc:
+            error = failure(exc)
+        with self._lock:
+            building = self.building.pop(instance_id)
+            kept = None if building.destroys else instance
+            if kept is not None:
+                self.instances[instance_id] = kept
+                for event_id, phase in building.starts.items():  # in the lock: see _abort
+                    self._run_locked(event_id, kept, phase)
+            elif building.request is not None or building.destroys:
+                # A failed CONSTRUCT (the server sends its events elsewhere), or closed.
+                self.configs.pop(instance_id, None)
+        if building.request is not None:
+            self.pipe.send([msg.DONE, building.request, None if error is None else error.error])
+        if instance is not None and kept is None:
+            self.executor.destroy(instance)  # closed while __init__ ran: close() it now
+        for request_id in building.destroys:
+            self.pipe.send([msg.DONE, request_id, None])
+        if kept is None:
+            failed = error or Failed("the instance was closed")
+            for event_id in building.starts:
                 self.pipe.send([msg.FAIL, event_id,
                                 f"plugin failed to start in worker {os.getpid()}: {failed.error}",
                                 failed.traceback])
-                return
-            self._run(event_id, current, phase)
 
-        self.pool.submit(construct_then_run)
+    def _create(self, instance_id: int, plugin: str, config: dict[str, Any]) -> Instance:
+        """This worker's Plugin object for an instance; raises what __init__ raised."""
+        spec = self.specs[plugin]
+        user_config, meta = split_config(config, instance_id)
+        instance = Instance(instance_id, spec, config, spec.make_config(user_config), meta,
+                            time.time(), time.monotonic())
+        self.executor.construct(instance)
+        return instance
 
-    def _run(self, event_id: int, instance: Instance, phase: str) -> None:
+    def _run_locked(self, event_id: int, instance: Instance, phase: str) -> None:
+        """Start a handler (it runs on the pool). In the lock, so an ABORT from the reader
+        finds the event either queued behind __init__ or started, never in between."""
         event = Event(event_id, instance, phase, _NoReply(), 0.0)
-        with self._lock:
-            self.events[event_id] = event
+        self.events[event_id] = event
         self.executor.start(event)
 
     def _resume(self, event_id: int, value: Any, error: str | None) -> None:
@@ -188,12 +224,20 @@ class WorkerProcess:
     def _abort(self, event_id: int, waiting: bool) -> None:
         with self._lock:
             event = self.events.get(event_id)
+            if event is None:  # still queued behind __init__: it must never start
+                for building in self.building.values():
+                    building.starts.pop(event_id, None)
         if event is not None:
             self.executor.abort(event, waiting)
 
     def _destroy(self, request_id: int, instance_id: int) -> None:
         with self._lock:
+            self.configs.pop(instance_id, None)
             instance = self.instances.pop(instance_id, None)
+            building = self.building.get(instance_id)
+            if building is not None:  # _build closes the object once __init__ returns
+                building.destroys.append(request_id)
+                return
 
         def destroy() -> None:
             if instance is not None:

@@ -15,6 +15,8 @@ from typing import Any
 
 import msgpack
 
+from kongish_pdk.server.connections import RECV_SIZE
+
 # server -> worker
 CONSTRUCT = 1  # [CONSTRUCT, request_id, instance_id, plugin, config] -> DONE
 START = 2  # [START, event_id, instance_id, phase, plugin, config]
@@ -28,8 +30,6 @@ CALL = 12  # [CALL, event_id, method, args, terminal]
 RETURN = 13  # [RETURN, event_id]
 FAIL = 14  # [FAIL, event_id, error, traceback]
 
-RECV_SIZE = 64 * 1024
-
 
 class Pipe:
     """One end of the socketpair: thread-safe sending, and reading by one thread at a time."""
@@ -39,8 +39,12 @@ class Pipe:
         self.sock = sock
         self.fd = sock.fileno()
         self._send_lock = threading.Lock()
+        # No size limit (0 means 4 GiB): both ends are ours, and msgpack's default 100 MiB
+        # would refuse a large body a plugin may legitimately send (kong.response.exit).
+        # Frames from Kong keep their --max-frame-size limit in the protocol's decoder.
         self._unpacker = msgpack.Unpacker(raw=False, unicode_errors="surrogateescape",
-                                          strict_map_key=False, read_size=16 * 1024)
+                                          strict_map_key=False, read_size=16 * 1024,
+                                          max_buffer_size=0)
 
     @staticmethod
     def encode(message: list[Any]) -> bytes:

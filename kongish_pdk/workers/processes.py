@@ -3,7 +3,8 @@
 The server process keeps the socket, the protocol and the runtime (one I/O thread, as in the
 threads mode); ``ProcessExecutor`` sends each event to the least busy worker and routes its
 Steps there, wherever they arrived. Plugin state is per worker (see ``process_child``).
-A worker that dies is replaced, and its events are finished with an error at once.
+A worker that dies is replaced (off the I/O thread), and its events are finished with an
+error at once.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from kongish_pdk.plugin.source import PluginSource
+from kongish_pdk.protocol.names import CallCheck
 from kongish_pdk.runtime.events import Deliver, Event, Executor
 from kongish_pdk.runtime.handler import LockSlot
 from kongish_pdk.runtime.instances import Instance
@@ -36,13 +38,7 @@ from kongish_pdk.workers.threads import DEFAULT_THREADS
 log = logging.getLogger("kongish_pdk.workers")
 
 START_METHODS = ("forkserver", "spawn", "fork")
-
-
-def _known(instance: Instance) -> set[int]:
-    """The workers (by index) that were given this instance's config, so they have created
-    its Plugin object or will on the event they were sent."""
-    known: set[int] = instance.executor_state.setdefault("known", set())
-    return known
+NO_WORKER = "no worker process is running (they died and could not be started again)"
 
 
 @dataclass(eq=False)
@@ -50,8 +46,17 @@ class _Child:
     index: int
     process: Any  # multiprocessing.Process
     pipe: Pipe
+    pid: int  # kept here: Process.pid is None once the dead worker's Process is closed
     events: dict[int, Event] = field(default_factory=dict)  # in flight here
-    alive: bool = True
+    alive: bool = True  # False from the moment its channel is lost (guarded by the lock)
+
+
+def _known(instance: Instance) -> set[_Child]:
+    """The workers that were given this instance's config, so they have created its Plugin
+    object or will on the event they were sent. By object, not index: a replacement takes its
+    predecessor's index but has none of its objects."""
+    known: set[_Child] = instance.executor_state.setdefault("known", set())
+    return known
 
 
 class ProcessExecutor:
@@ -65,10 +70,13 @@ class ProcessExecutor:
         self._deliver: Deliver | None = None
         self._requests = itertools.count(1)
         self._turn = itertools.count()  # rotates the choice among equally busy workers
-        self._pending: dict[int, tuple[LockSlot, _Child]] = {}  # CONSTRUCT awaiting an answer
+        # Requests (CONSTRUCT, DESTROY) waiting for a worker's DONE, by request id.
+        self._pending: dict[int, tuple[LockSlot, _Child]] = {}
         self._blocking = ThreadPool(16, name="kongish-blocking")
         self._loop: IOLoop | None = None
         self._stopping = False
+        # Held while a replacement worker starts, so stop_workers sees it or none starts.
+        self._replacing = threading.Lock()
 
     # ------------------------------------------------------------------ worker processes
 
@@ -76,20 +84,23 @@ class ProcessExecutor:
         for index in range(len(self._cpus)):
             self._children.append(self._spawn(index))
         log.info("started %d worker processes (%s)", len(self._cpus), ", ".join(
-            f"{c.process.pid}" + ("" if cpu is None else f" on CPU {cpu}")
+            f"{c.pid}" + ("" if cpu is None else f" on CPU {cpu}")
             for c, cpu in zip(self._children, self._cpus, strict=True)))
 
     def _spawn(self, index: int) -> _Child:
+        """Start a worker process; raises (and leaks no descriptor) if it cannot."""
         ours, theirs = socket.socketpair()
-        process = self._context.Process(  # type: ignore[attr-defined]
-            target=process_child.main, args=(theirs, self._options, self._cpus[index]),
-            name=f"kongish-worker-{index}", daemon=True)
-        process.start()
-        theirs.close()
-        child = _Child(index, process, Pipe(ours))
-        if self._loop is not None:
-            self._watch(child)
-        return child
+        try:
+            process = self._context.Process(  # type: ignore[attr-defined]
+                target=process_child.main, args=(theirs, self._options, self._cpus[index]),
+                name=f"kongish-worker-{index}", daemon=True)
+            process.start()
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return _Child(index, process, Pipe(ours), process.pid)
 
     def attach(self, loop: IOLoop) -> None:
         """Read the workers' channels on the I/O loop's thread: a worker's PDK call then goes
@@ -103,26 +114,42 @@ class ProcessExecutor:
         self._loop.watch(child.pipe.fd, lambda: self._readable(child))
 
     def stop_workers(self, timeout: float = 2.0) -> None:
-        self._stopping = True
-        for child in self._children:
+        """After the loop: stop the live workers (dead ones belong to their _replace)."""
+        with self._replacing:  # a replacement being started is in the list; no more start
+            self._stopping = True
+        with self._lock:
+            children = [child for child in self._children if child.alive]
+        for child in children:
             with contextlib.suppress(OSError):
                 child.pipe.send([msg.STOP])
-        for child in self._children:
+        for child in children:
             child.process.join(timeout)
             if child.process.is_alive():
                 child.process.kill()
                 child.process.join(timeout)
             child.pipe.close()
+        # Nothing reads the channels any more: a CONSTRUCT or DESTROY still waiting (e.g.
+        # the close() of an instance abort_all finished) would wait forever.
+        with self._lock:
+            for child in children:
+                child.alive = False  # so a later request fails at once instead of waiting
+            waiting = self._take_pending(None)
+        self._release(waiting, "the server stopped")
 
     def _readable(self, child: _Child) -> None:
         """On the I/O loop's thread: outcomes and answers coming back from a worker."""
         try:
+            self._read(child)
+        except Exception:  # a bug must cost one worker's channel, never the server
+            log.exception("unexpected error on the channel of worker process %d; replacing it",
+                          child.pid)
+            self._lost(child, kill=True)
+
+    def _read(self, child: _Child) -> None:
+        try:
             messages = child.pipe.available()
-        except (EOFError, OSError):
-            assert self._loop is not None
-            self._loop.unwatch(child.pipe.fd)
-            child.pipe.close()
-            self._child_died(child)
+        except (EOFError, OSError):  # the worker exited
+            self._lost(child)
             return
         for message in messages:
             self._handle(child, message)
@@ -130,7 +157,8 @@ class ProcessExecutor:
     def _handle(self, child: _Child, message: list[Any]) -> None:
         kind = message[0]
         if kind == msg.DONE:
-            waiter = self._pending.pop(message[1], None)
+            with self._lock:
+                waiter = self._pending.pop(message[1], None)
             if waiter is not None:
                 waiter[0].put(message[2])
             return
@@ -155,30 +183,74 @@ class ProcessExecutor:
         except (TypeError, ValueError, OverflowError) as exc:  # the protocol cannot carry it
             log.error("%s: cannot answer the gateway: %s", event.describe(), exc)
             if isinstance(outcome, PDKCall) and not outcome.terminal:
-                # The worker checked what its pipe can carry, not what the gateway protocol
-                # can (ProtoBuf:1 has no RPC for some PDK functions): the handler waits for
-                # this call, so make the call raise there, as it would in-process.
+                # Rare: the worker already ran the protocol's call check, so only a value
+                # that check let through and the encoder refused gets here. The handler
+                # waits for this call: make it raise there, as it would in-process.
                 self.resume(event, None, f"{type(exc).__name__}: {exc}")
 
-    def _child_died(self, child: _Child) -> None:
-        child.alive = False
-        child.process.join(1.0)
-        code = child.process.exitcode
-        with self._lock:
+    def _take_pending(self, owner: _Child | None) -> list[LockSlot]:
+        """Remove the requests waiting for ``owner`` (None: for any worker); hold the lock."""
+        taken = [request for request, (_, child) in self._pending.items()
+                 if owner is None or child is owner]
+        return [self._pending.pop(request)[0] for request in taken]
+
+    @staticmethod
+    def _release(waiting: list[LockSlot], why: str) -> None:
+        """Answer requests no worker will answer: ``_request`` returns ``why`` as the error."""
+        for slot in waiting:
+            slot.put(why)
+
+    def _lost(self, child: _Child, kill: bool = False) -> None:
+        """On the loop's thread: stop using a worker whose channel ended (or cannot be read,
+        ``kill``); its events and requests are answered once it is reaped, off this thread."""
+        with self._lock:  # no event or request is added to a dead worker after this
+            if not child.alive:
+                return
+            child.alive = False
             orphans = list(child.events.values())
             child.events.clear()
-            dead = [request for request, (_, owner) in self._pending.items() if owner is child]
-            waiting = [self._pending.pop(request)[0] for request in dead]
-        for slot in waiting:
-            slot.put(f"worker process {child.process.pid} exited ({code})")
-        if self._stopping:
-            return
-        log.error("worker process %d exited (%s) with %d event(s) in flight; replacing it",
-                  child.process.pid, code, len(orphans))
-        replacement = self._spawn(child.index)  # first, so no new event waits on a dead one
-        with self._lock:
-            self._children[child.index] = replacement
-        for event in orphans:
+            waiting = self._take_pending(child)
+        assert self._loop is not None
+        self._loop.unwatch(child.pipe.fd)
+        child.pipe.close()
+        if kill:
+            child.process.kill()
+        try:
+            threading.Thread(target=self._replace, args=(child, orphans, waiting),
+                             name="kongish-replace-worker", daemon=True).start()
+        except RuntimeError:  # no thread to spare: a stalled loop beats a worker lost for good
+            self._replace(child, orphans, waiting)
+
+    def _replace(self, child: _Child, orphans: list[Event], waiting: list[LockSlot]) -> None:
+        """Reap a dead worker, answer what waited on it, start its replacement.
+
+        A thread of its own, not run_blocking: the requests waiting here may be holding
+        every thread of that pool.
+        """
+        child.process.join(1.0)
+        if child.process.is_alive():  # its channel is gone, so it is of no use
+            child.process.kill()
+            child.process.join(1.0)
+        code = child.process.exitcode
+        self._release(waiting, f"worker process {child.pid} exited ({code})")
+        with self._replacing:
+            if self._stopping:
+                return
+            log.error("worker process %d exited (%s) with %d event(s) in flight; replacing it",
+                      child.pid, code, len(orphans))
+            try:
+                replacement = self._spawn(child.index)
+            except Exception as exc:  # e.g. EMFILE: serve on with the workers left
+                log.error("cannot start a worker process to replace %d: %s: %s",
+                          child.pid, type(exc).__name__, exc)
+            else:
+                with self._lock:
+                    self._children[child.index] = replacement
+                with contextlib.suppress(ValueError):  # the loop just ended: stop_workers stops it
+                    self._watch(replacement)
+        if code is not None:
+            child.process.close()  # its sentinel descriptor, now rather than at GC
+        for event in orphans:  # after the replacement, so a retry finds a full set of workers
             self._deliver_safely(event, Failed(
                 f"the worker process running it died (exit code {code})"))
 
@@ -197,44 +269,53 @@ class ProcessExecutor:
         """Send a command that the worker acknowledges; wait for its answer (or its death)."""
         slot = LockSlot()
         request = next(self._requests)
-        with self._lock:
+        gone = f"worker process {child.pid} is gone"
+        with self._lock:  # with the alive check, so _lost or stop_workers answer it or it fails
+            if not child.alive:
+                return gone
             self._pending[request] = (slot, child)
         try:
             child.pipe.send([kind, request, *args])
         except OSError:
             with self._lock:
                 self._pending.pop(request, None)
-            return f"worker process {child.process.pid} is gone"
+            return gone
         answer: str | None = slot.take()
         return answer
 
     def construct(self, instance: Instance) -> None:
         """Create the plugin in one worker now, so a failing __init__ fails StartInstance."""
         child = self._least_busy()
+        if child is None:
+            raise RuntimeError(NO_WORKER)
         error = self._request(child, msg.CONSTRUCT, instance.id, instance.spec.name,
                               instance.config)
         if error is not None:
             raise RuntimeError(error)
-        _known(instance).add(child.index)
+        _known(instance).add(child)
 
     def destroy(self, instance: Instance) -> None:
         """Close the plugin in every worker that created it; returns when all have."""
-        for index in sorted(_known(instance)):
-            child = self._children[index]
+        for child in sorted(_known(instance), key=lambda c: c.index):
             if child.alive:
                 self._request(child, msg.DESTROY, instance.id)
 
     def start(self, event: Event) -> None:
         instance = event.instance
-        child = self._least_busy()
-        known = _known(instance)
-        config = None if child.index in known else instance.config
-        known.add(child.index)
         with self._lock:
-            child.events[event.id] = event
+            child = self._least_busy_locked()
+            if child is not None:
+                child.events[event.id] = event
+        if child is None:  # every worker died and none could be started again
+            self._deliver_safely(event, Failed(NO_WORKER))
+            return
+        known = _known(instance)
+        config = None if child in known else instance.config
+        known.add(child)
         event.handle = child
-        child.pipe.send([msg.START, event.id, instance.id, event.phase, instance.spec.name,
-                         config])
+        with contextlib.suppress(OSError):  # it just died: _lost fails the event with the rest
+            child.pipe.send([msg.START, event.id, instance.id, event.phase, instance.spec.name,
+                             config])
 
     def resume(self, event: Event, value: Any, error: str | None) -> None:
         self._send(event, [msg.RESUME, event.id, value, error])
@@ -243,18 +324,25 @@ class ProcessExecutor:
         self._send(event, [msg.ABORT, event.id, waiting])
 
     def _send(self, event: Event, message: list[Any]) -> None:
-        child: _Child = event.handle
-        with contextlib.suppress(OSError):  # the worker died: _child_died finishes its events
+        child: _Child | None = event.handle
+        if child is None:  # failed in start(): no worker ever had it
+            return
+        with contextlib.suppress(OSError):  # the worker died: _lost finishes its events
             child.pipe.send(message)
 
-    def _least_busy(self) -> _Child:
-        """The worker with the fewest events in flight; ties take turns, so even a stream of
-        one-at-a-time events for one instance uses every worker."""
+    def _least_busy(self) -> _Child | None:
         with self._lock:
-            live = [c for c in self._children if c.alive] or self._children
-            first = next(self._turn) % len(live)
-            rotated = live[first:] + live[:first]
-            return min(rotated, key=lambda c: len(c.events))
+            return self._least_busy_locked()
+
+    def _least_busy_locked(self) -> _Child | None:
+        """The live worker with the fewest events in flight (None if none lives); ties take
+        turns, so even a stream of one-at-a-time events for one instance uses every worker."""
+        live = [c for c in self._children if c.alive]
+        if not live:
+            return None
+        first = next(self._turn) % len(live)
+        rotated = live[first:] + live[:first]
+        return min(rotated, key=lambda c: len(c.events))
 
 
 class ProcessWorker(IOLoopWorker):
@@ -264,7 +352,7 @@ class ProcessWorker(IOLoopWorker):
                  threads: int | None = None, start_method: str = "forkserver",
                  cpu_affinity: str = "auto",
                  verbosity: int = 0, log_format: str = "text",
-                 call_check: str | None = None) -> None:
+                 call_check: CallCheck | None = None) -> None:
         super().__init__()
         self.workers = workers or len(usable_cpus())
         self._cpu_affinity = cpu_affinity
