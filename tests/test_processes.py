@@ -20,7 +20,7 @@ from kongish_pdk.testing import KongClient, ServerProcess
 from kongish_pdk.testing.kong_client import Connection
 
 from conftest import EXAMPLES, TEST_PLUGINS
-from support.events import set_headers as hello
+from support.events import set_headers
 from support.procstat import process_tree, resources
 
 
@@ -28,7 +28,7 @@ def test_state_persists_per_worker_and_one_instance_uses_every_worker(start) -> 
     server = start(TEST_PLUGINS, "-m", "--workers", "2")
     with KongClient(server.socket_path) as kong:
         iid = kong.start_instance("counter")
-        seen = [hello(kong, iid) for _ in range(20)]
+        seen = [set_headers(kong, iid) for _ in range(20)]
     by_pid: dict[str, list[int]] = {}
     for headers in seen:
         by_pid.setdefault(headers["x-pid"], []).append(int(headers["x-count"]))
@@ -46,7 +46,7 @@ def test_a_dead_worker_fails_its_events_and_is_replaced(start) -> None:
         assert crash["Data"] == {"Method": "kong.response.error", "Args": [500]}
         server.wait_for(r"worker process \d+ exited \(3\) with 1 event\(s\) in flight")
         server.wait_for(rf"event #{reply['EventId']} failed .*died \(exit code 3\)")
-        pids = {hello(kong, iid)["x-pid"] for _ in range(6)}
+        pids = {set_headers(kong, iid)["x-pid"] for _ in range(6)}
         assert len(pids) == 2  # the replacement serves, with the survivor
         assert kong.call("plugin.GetStatus")["Events"] == 0
 
@@ -55,7 +55,7 @@ def test_a_replacement_worker_builds_the_plugin_from_the_instance_config(start) 
     server = start(TEST_PLUGINS, "-m", "--workers", "2")
     with KongClient(server.socket_path) as kong:
         iid = kong.start_instance("greeter", {"greeting": "hi"})
-        seen = [hello(kong, iid) for _ in range(4)]
+        seen = [set_headers(kong, iid) for _ in range(4)]
         pids = {headers["x-pid"] for headers in seen}
         assert len(pids) == 2
         victim = min(pids)
@@ -64,7 +64,7 @@ def test_a_replacement_worker_builds_the_plugin_from_the_instance_config(start) 
         deadline = time.monotonic() + 10
         while not {headers["x-pid"] for headers in seen} - pids:  # until the replacement serves
             assert time.monotonic() < deadline, "no replacement worker ran an event"
-            seen.append(hello(kong, iid))
+            seen.append(set_headers(kong, iid))
     assert {headers["x-greeting"] for headers in seen} == {"hi"}  # not None, as from {}
     assert {headers["x-inits"] for headers in seen} == {"1"}
 
@@ -91,7 +91,7 @@ def test_events_racing_a_slow_init_share_one_object_built_from_the_config(start,
         gate.bind(gate_path)
         gate.listen()
         gate.settimeout(30)
-        runs = [pool.submit(hello, kong, iid, held) for _ in range(4)]
+        runs = [pool.submit(set_headers, kong, iid, held) for _ in range(4)]
         deadline = time.monotonic() + 10
         while kong.call("plugin.GetStatus")["Events"] < 4:  # all four sent to a worker
             assert time.monotonic() < deadline, "the events did not all start"
@@ -99,7 +99,7 @@ def test_events_racing_a_slow_init_share_one_object_built_from_the_config(start,
         # its second without, while the first one's __init__ is held at the gate. One more
         # event each, read after those (a worker reads its channel in order), tells when both
         # workers have seen every START.
-        runs += [pool.submit(hello, kong, other, probe) for _ in range(2)]
+        runs += [pool.submit(set_headers, kong, other, probe) for _ in range(2)]
         for _ in range(2):
             probed.get(timeout=30)
         waiting, _ = gate.accept()
@@ -117,9 +117,9 @@ def test_a_worker_that_cannot_be_replaced_is_logged_and_the_others_serve(start) 
     with KongClient(server.socket_path) as kong:
         kong.warm(3)  # every connection the test needs, before the server runs out of them
         iid = kong.start_instance("counter")
-        victim, survivor = sorted({hello(kong, iid)["x-pid"] for _ in range(4)})
+        victim, survivor = sorted({set_headers(kong, iid)["x-pid"] for _ in range(4)})
         _kill_unreplaceable(server, victim)
-        assert {hello(kong, iid)["x-pid"] for _ in range(4)} == {survivor}
+        assert {set_headers(kong, iid)["x-pid"] for _ in range(4)} == {survivor}
         assert kong.call("plugin.GetStatus")["Events"] == 0
 
 
@@ -128,7 +128,7 @@ def test_with_no_worker_left_events_fail_at_once(start) -> None:
     with KongClient(server.socket_path) as kong:
         kong.warm(2)
         iid = kong.start_instance("counter")
-        _kill_unreplaceable(server, hello(kong, iid)["x-pid"])
+        _kill_unreplaceable(server, set_headers(kong, iid)["x-pid"])
         reply = kong.handle_event(iid, "access")  # not after the 30 s event timeout
         assert reply["Data"] == {"Method": "kong.response.error", "Args": [500]}
         server.wait_for("no worker process is running")
@@ -150,7 +150,7 @@ def test_every_start_method_loads_the_plugins_in_the_workers(start, method: str)
     server = start(TEST_PLUGINS, "-m", "--workers", "2", "--start-method", method)
     with KongClient(server.socket_path) as kong:
         iid = kong.start_instance("counter")
-        assert len({hello(kong, iid)["x-pid"] for _ in range(4)}) == 2
+        assert len({set_headers(kong, iid)["x-pid"] for _ in range(4)}) == 2
 
 
 def test_single_file_server_runs_in_worker_processes(tmp_path) -> None:
@@ -162,7 +162,7 @@ def test_single_file_server_runs_in_worker_processes(tmp_path) -> None:
             iid = kong.start_instance("py-hello", {"message": "hi"})
             pids = set()
             for _ in range(4):
-                headers = hello(kong, iid, lambda m, a: "example.com")
+                headers = set_headers(kong, iid, lambda m, a: "example.com")
                 assert headers["x-hello-from-python"] == "Python says hi to example.com"
                 pids.add(headers["x-python-pid"])
             assert len(pids) == 2 and str(server.pid) not in pids
@@ -195,7 +195,7 @@ def test_workers_of_a_msgpack_server_never_import_protobuf(start, method: str) -
     server = start(TEST_PLUGINS, "-m", "--workers", "1", "--start-method", method,
                    env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
     with KongClient(server.socket_path) as kong:
-        hello(kong, kong.start_instance("hello"), lambda m, a: "h")
+        set_headers(kong, kong.start_instance("hello"), lambda m, a: "h")
     imported = [line.rsplit("|", 1)[-1].strip() for line in server.log.splitlines()
                 if "import time:" in line]
     assert "kongish_pdk.workers.process_child" in imported  # the check itself works
@@ -230,5 +230,5 @@ def test_a_body_over_100_mib_crosses_the_worker_channel(start) -> None:
         status, body = reply["Data"]["Args"][:2]
         assert status == 200 and len(body) == 101 * 1024 * 1024
         del reply, body
-        assert hello(kong, normal, lambda m, a: "h")["x-hello"] == "hello h"
+        assert set_headers(kong, normal, lambda m, a: "h")["x-hello"] == "hello h"
     assert "exited" not in server.log  # no worker was lost to it
