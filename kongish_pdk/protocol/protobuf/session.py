@@ -87,9 +87,7 @@ class _Reply:
 
     def encode_event(self, event_id: int, outcome: Outcome) -> _Encoded:
         if isinstance(outcome, PDKCall):
-            # Raises NotCarried/TypeError/ValueError into the plugin's PDK call.
-            call = calls.lookup(outcome.method)
-            data = call.name_frame + frame(call.encode(outcome.method, outcome.args))
+            call, data = _encode_call(outcome.method, outcome.args)
             return _Encoded(data, None if outcome.terminal else _Pending(call, event_id))
         # Returned (or the runtime's "ret" for a failure): end of event, then the RpcReturn.
         end = serialize(pb.RpcReturn(sequence=self.sequence))
@@ -100,8 +98,8 @@ class _Reply:
 
     def round_trip(self, event_id: int, method: str, args: list[Any], receive: Receive,
                    timeout: float) -> Answer:
-        encoded = self.encode_event(event_id, PDKCall(method, args))  # raises into the plugin
-        return self.session._round_trip(self, encoded, receive, timeout)
+        encoded = _encode_call(method, args)  # raises into the plugin
+        return self.session._round_trip(self, event_id, encoded, receive, timeout)
 
 
 class Session:
@@ -250,21 +248,20 @@ class Session:
             self.connection_lost()
         return ok
 
-    def _round_trip(self, reply: _Reply, encoded: _Encoded, receive: Receive,
-                    timeout: float) -> Answer:
-        """Send a PDK call and read Kong's answer here: the caller reads this connection.
+    def _round_trip(self, reply: _Reply, event_id: int, encoded: tuple[calls.PBCall, bytes],
+                    receive: Receive, timeout: float) -> Answer:
+        """Send a PDK call (its RPC, and both its frames) and read Kong's answer here: the
+        caller reads this connection.
 
         Anything but exactly one well-formed answer ends the event and the connection (like
         ``_broken``); so does the server stopping the event meanwhile, since Kong's answer
         would then arrive on a connection nobody expects it on.
         """
-        pending = encoded.pending
-        assert pending is not None, "terminal calls are sent, never waited for"
-        call = pending.call
+        call, data = encoded
         with self._lock:
             if self._closed or reply is not self._event:
                 raise EventStopped(f"{call.wire_name}: the gateway connection is gone")
-            ok = self._write(encoded.data)
+            ok = self._write(data)
         why = None if ok else (f"the gateway closed the connection before {call.wire_name} "
                                "could be sent")
         while why is None:
@@ -282,7 +279,7 @@ class Session:
                 if answer is not None:
                     return answer
         self.close()
-        self.runtime.stop_event(pending.event_id, why)
+        self.runtime.stop_event(event_id, why)
         raise EventStopped(f"{call.wire_name}: {why}")
 
     def _read_answer(self, call: calls.PBCall, data: bytes) -> tuple[Answer | None, str | None]:
@@ -322,6 +319,15 @@ class Session:
         if not ok:
             self._closed = True
         return ok
+
+
+def _encode_call(method: str, args: list[Any]) -> tuple[calls.PBCall, bytes]:
+    """A PDK call's RPC and its two frames (name, input message), ready to send.
+
+    Raises NotCarried/TypeError/ValueError, which reach the plugin's own PDK call.
+    """
+    call = calls.lookup(method)
+    return call, call.name_frame + frame(call.encode(method, args))
 
 
 def _decode(call: calls.PBCall, payload: bytes) -> tuple[Answer | None, str | None]:
