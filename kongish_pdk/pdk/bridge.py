@@ -119,6 +119,8 @@ _NORMALISE: dict[Result, Callable[[Any], Any]] = {
     Result.URI_CAPTURES: _as_uri_captures,
     Result.NOTHING: _nothing,
 }
+# Per function name, computed once: hashing an Enum member runs Python code (3.11).
+_NORMALISER = {name: _NORMALISE[fn.result] for name, fn in BY_NAME.items()}
 
 
 class PDK:
@@ -145,12 +147,13 @@ class PDK:
         prepared = prepare_args(fn, args)
         if not self._lua_style:
             value = self._backend.call(name, prepared)
-            return value if fn.result is Result.VALUE else _NORMALISE[fn.result](value)
+            normalise = _NORMALISER[name]
+            return value if normalise is _as_is else normalise(value)
         try:
             value = self._backend.call(name, prepared)
         except PDKError as exc:
             return None, str(exc)
-        return _NORMALISE[fn.result](value), None
+        return _NORMALISER[name](value), None
 
     def _check_thread(self, name: str) -> None:
         if _thread.get_ident() != self._owner:

@@ -12,7 +12,6 @@ PDK calls directly on it (``DirectCalls``): no Step goes through the runtime at 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import select
 import threading
@@ -83,7 +82,7 @@ class Waiter:
         """The next bytes of the connection this thread reads, without dispatching them (b""
         at its end, or if it has none any more); None if woken or none came in ``timeout``
         seconds."""
-        if not self._poll(max(1, math.ceil(timeout * 1000))):
+        if not self._poll(int(timeout * 1000) + 1):  # whole ms, rounded up, at least 1
             return None if self.conn is not None else b""
         conn = self.conn
         assert conn is not None  # _poll said it has data
@@ -170,7 +169,7 @@ class DirectCalls:
     from other threads never get here (the PDK bridge refuses them).
     """
 
-    __slots__ = ("_channel", "_conn", "_executor", "_round_trip", "_waiter")
+    __slots__ = ("_channel", "_conn", "_executor", "_round_trip", "_waiter", "_waiting")
 
     def __init__(self, executor: ThreadExecutor, channel: EventChannel, conn: Connection,
                  round_trip: RoundTrip) -> None:
@@ -178,18 +177,23 @@ class DirectCalls:
         self._channel = channel
         self._conn = conn
         self._round_trip = round_trip
-        self._waiter: Waiter | None = None  # set while a call waits for its answer
+        # The handler thread's Waiter, from its first call on (the PDK bridge lets no other
+        # thread call), and whether a call waits for its answer.
+        self._waiter: Waiter | None = None
+        self._waiting = False
 
     def __call__(self, name: str, args: list[Any]) -> Answer | None:
-        waiter = self._executor.current_waiter()
+        waiter = self._waiter
+        if waiter is None:
+            waiter = self._waiter = self._executor.current_waiter()
+            waiter.prepare()
         if waiter.conn is not self._conn:
             return None
-        waiter.prepare()
-        self._waiter = waiter  # before the first look at `stopped`: stop() may wake it
+        self._waiting = True  # before the first look at `stopped`: stop() may wake it
         try:
             return self._round_trip(name, args, self._receive)
         finally:
-            self._waiter = None
+            self._waiting = False
 
     def _receive(self, timeout: float) -> bytes | None:
         waiter, channel = self._waiter, self._channel
@@ -207,7 +211,7 @@ class DirectCalls:
     def stop(self) -> None:
         """The event was stopped: wake the call waiting for its answer, if any."""
         waiter = self._waiter
-        if waiter is not None:
+        if self._waiting and waiter is not None:
             waiter.wake()
 
 
