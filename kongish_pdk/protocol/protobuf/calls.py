@@ -75,28 +75,29 @@ class PBCall:
 
 # ----------------------------------------------------------------------- argument encoders
 
-def _refuse_extra(name: str, args: list[Any], carried: int) -> None:
-    if len(args) <= carried:
-        return
+def _carried(name: str, args: list[Any], carried: int) -> list[Any]:
+    """The first ``carried`` arguments, None for those not given; refuses the call if a later
+    one is given (not None), since its RPC has no field for it."""
+    given = len(args)
+    if given == carried:
+        return args
+    if given < carried:
+        return [*args, *[None] * (carried - given)]
     if any(a is not None for a in args[carried:]):
         params = BY_NAME[name].params[carried:]
         what = ", ".join(p.name for p in params) or "extra arguments"
         raise NotCarried(f"{name}(): ProtoBuf:1 cannot carry the argument(s) {what}; "
                          f"call it without them or {MSGPACK_HINT}")
-
-
-def _arg(args: list[Any], i: int) -> Any:
-    return args[i] if i < len(args) else None
+    return args[:carried]
 
 
 def _empty(name: str, args: list[Any]) -> bytes:
-    _refuse_extra(name, args, 0)
+    _carried(name, args, 0)
     return b""
 
 
 def _string(name: str, args: list[Any]) -> bytes:
-    _refuse_extra(name, args, 1)
-    value = _arg(args, 0)
+    (value,) = _carried(name, args, 1)
     if not isinstance(value, str | bytes | bytearray):
         raise TypeError(f"{name}(): expected a string argument, got {type(value).__name__}")
     try:
@@ -107,29 +108,27 @@ def _string(name: str, args: list[Any]) -> bytes:
 
 
 def _int(name: str, args: list[Any]) -> bytes:
-    _refuse_extra(name, args, 1)
-    return serialize(pb.Int(v=_arg(args, 0) or 0))
+    (value,) = _carried(name, args, 1)
+    return serialize(pb.Int(v=value or 0))
 
 
 def _max_int(name: str, args: list[Any]) -> bytes:
-    _refuse_extra(name, args, 1)
-    limit = _arg(args, 0)
+    (limit,) = _carried(name, args, 1)
     return serialize(pb.Int(v=DEFAULT_MAX if limit is None else limit))
 
 
 def _bool(name: str, args: list[Any]) -> bytes:
-    _refuse_extra(name, args, 1)
-    return serialize(pb.Bool(v=bool(_arg(args, 0))))
+    (value,) = _carried(name, args, 1)
+    return serialize(pb.Bool(v=bool(value)))
 
 
 def _bytes(name: str, args: list[Any]) -> bytes:
-    _refuse_extra(name, args, 1)
-    return serialize(pb.ByteString(v=wire.raw(_arg(args, 0))))
+    (value,) = _carried(name, args, 1)
+    return serialize(pb.ByteString(v=wire.raw(value)))
 
 
 def _kv(name: str, args: list[Any]) -> bytes:
-    _refuse_extra(name, args, 2)
-    key, value = _arg(args, 0), _arg(args, 1)
+    key, value = _carried(name, args, 2)
     if not isinstance(key, str):
         raise TypeError(f"{name}(): the key must be a str, got {type(key).__name__}")
     message = pb.KV(k=key)
@@ -151,8 +150,7 @@ def _list(name: str, args: list[Any]) -> bytes:
 
 
 def _struct(name: str, args: list[Any]) -> bytes:
-    _refuse_extra(name, args, 1)
-    mapping = _arg(args, 0)
+    (mapping,) = _carried(name, args, 1)
     if not isinstance(mapping, Mapping):
         raise TypeError(f"{name}(): expected a dict, got {type(mapping).__name__}")
     message = struct_pb2.Struct()
@@ -190,8 +188,8 @@ def _exit_args(status: int, body: Any, headers: Any) -> bytes:
 
 
 def _exit(name: str, args: list[Any]) -> bytes:
-    _refuse_extra(name, args, 3)
-    return _exit_args(_status(_arg(args, 0)), _arg(args, 1), _arg(args, 2))
+    status, body, headers = _carried(name, args, 3)
+    return _exit_args(_status(status), body, headers)
 
 
 def default_error_message(status: int) -> str:
@@ -209,27 +207,26 @@ def _error(name: str, args: list[Any]) -> bytes:
     Kong picks the format from the request's Accept header; over ProtoBuf:1 we cannot ask,
     so this is always Kong's JSON form, ``{"message": ...}`` with its default texts.
     """
-    _refuse_extra(name, args, 3)
-    status, message, headers = _status(_arg(args, 0), name), _arg(args, 1), _arg(args, 2)
+    status, message, headers = _carried(name, args, 3)
+    status = _status(status, name)
     body = message if isinstance(message, Mapping) else {
         "message": default_error_message(status) if message is None else str(message)}
     return _exit_args(status, body, headers)
 
 
 def _target(name: str, args: list[Any]) -> bytes:
-    _refuse_extra(name, args, 2)
-    return serialize(pb.Target(host=_arg(args, 0), port=_arg(args, 1)))
+    host, port = _carried(name, args, 2)
+    return serialize(pb.Target(host=host, port=port))
 
 
 def _consumer_spec(name: str, args: list[Any]) -> bytes:
-    _refuse_extra(name, args, 2)
-    return serialize(pb.ConsumerSpec(id=_arg(args, 0), by_username=bool(_arg(args, 1))))
+    consumer_id, by_username = _carried(name, args, 2)
+    return serialize(pb.ConsumerSpec(id=consumer_id, by_username=bool(by_username)))
 
 
 def _authenticate(name: str, args: list[Any]) -> bytes:
-    _refuse_extra(name, args, 2)
+    consumer, credential = _carried(name, args, 2)
     message = pb.AuthenticateArgs()
-    consumer, credential = _arg(args, 0), _arg(args, 1)
     if consumer is not None:
         values.fill_message(message.consumer, consumer)
     if credential is not None:
