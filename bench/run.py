@@ -37,6 +37,9 @@ class Scenario:
     servers: tuple[tuple[str, Callable[[], Running]], ...]
     batch: int | None = None  # measure one batch of N events (wall time) instead of a rate
     note: str = ""
+    # Two of our own servers whose events/s a target compares: also reported round by round,
+    # since on a noisy machine the ratio of two medians can hide how much single rounds vary.
+    paired: tuple[str, str] | None = None
 
 
 def _ours(mode: str, *flags: str) -> Callable[[], Running]:
@@ -68,7 +71,8 @@ SCENARIOS = {
         ("kongish processes", _ours("processes", "--workers", "2")),
         ("kong-pdk processes", _incumbent("processes")),
         ("kong-pdk threads", _incumbent("threads")),
-    ), note="about 2 ms of pure-Python work per event, concurrency 8"),
+    ), note="about 2 ms of pure-Python work per event, concurrency 8",
+        paired=("kongish processes", "kongish threads")),
     "slow": Scenario("slow", "bench_slow", 3, 64, (
         ("kongish threads", _ours("threads")),
         ("kongish gevent", _ours("gevent")),
@@ -152,7 +156,18 @@ def table(scenario: Scenario, samples: dict[str, list[Sample]]) -> str:
             f"| {name} | {rate:.0f} | {median(runs, 'p50_ms'):.2f} | {median(runs, 'p99_ms'):.2f}"
             f" | {cpu:.3f} | {cpu / scenario.rpcs * 1000:.1f} |"
             + (f" {median(runs, 'wall_s'):.2f} |" if scenario.batch else "") + f" {versus} |")
-    return head + "\n".join(rows) + "\n"
+    return head + "\n".join(rows) + "\n" + paired_ratios(scenario, samples)
+
+
+def paired_ratios(scenario: Scenario, samples: dict[str, list[Sample]]) -> str:
+    """The scenario's pair compared within each round (both measured minutes apart)."""
+    if scenario.paired is None:
+        return ""
+    top, bottom = scenario.paired
+    ratios = [a.rate / b.rate for a, b in zip(samples[top], samples[bottom], strict=True)]
+    of_medians = median(samples[top], "rate") / median(samples[bottom], "rate")
+    return (f"\n{top} / {bottom} events/s: {of_medians:.2f}x by medians; round by round "
+            f"{', '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f}x)\n")
 
 
 def main() -> int:
