@@ -26,9 +26,8 @@ from kongish_pdk.runtime.runtime import Runtime
 
 log = logging.getLogger("kongish_pdk.protocol")
 
-__all__ = ["PROTOCOL", "STEP_METHODS", "MsgPackReply", "Session"]
+__all__ = ["STEP_METHODS", "MsgPackReply", "Session"]
 
-PROTOCOL = "MsgPack:1"
 
 # Every Step* name Kong may use (the step method depends on the PDK function called): the
 # table's ``step`` values, plus plugin.StepPlugin, which no row of the table answers with.

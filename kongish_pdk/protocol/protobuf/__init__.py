@@ -8,6 +8,6 @@ only by the modules that need it, which ``--protocol protobuf`` selects.
 * ``values.py``: ``google.protobuf.Struct``/``Value``/``ListValue`` and entities <-> Python;
 * ``calls.py``: the PDK-name -> RPC table, with each call's argument and result conversion;
 * ``session.py``: one connection from Kong mapped onto the runtime (sans-IO).
-"""
 
-PROTOCOL = "ProtoBuf:1"
+The name the dump gives the protocol lives in ``protocol/names.py``.
+"""

@@ -33,7 +33,7 @@ from google.protobuf.message import DecodeError
 
 from kongish_pdk.errors import EventStopped, RPCError
 from kongish_pdk.protocol.framing import DEFAULT_MAX_FRAME, FrameError, Transport
-from kongish_pdk.protocol.protobuf import PROTOCOL, calls
+from kongish_pdk.protocol.protobuf import calls
 from kongish_pdk.protocol.protobuf.codec import EMPTY_FRAME, FrameDecoder, frame
 from kongish_pdk.protocol.protobuf.messages import pb, serialize
 from kongish_pdk.runtime.events import Answer, Receive
@@ -42,7 +42,7 @@ from kongish_pdk.runtime.runtime import Runtime, no_step_for
 
 log = logging.getLogger("kongish_pdk.protocol")
 
-__all__ = ["PROTOCOL", "Session"]
+__all__ = ["Session"]
 
 class _Pending(NamedTuple):
     """A PDK call that waits for Kong's answer, and the event it belongs to."""
