@@ -122,7 +122,7 @@ def load_module_plugin(name: str, module: types.ModuleType, source: str) -> Plug
     )
 
 
-def import_file(path: str | os.PathLike[str]) -> tuple[Candidate, types.ModuleType]:
+def _import_file(path: str | os.PathLike[str]) -> tuple[Candidate, types.ModuleType]:
     """Import one ``.py`` file or package folder as the server would, Plugin or helper.
 
     Its folder is set up exactly as ``load_directory`` does (so its sibling helpers import),
@@ -142,9 +142,9 @@ def import_file(path: str | os.PathLike[str]) -> tuple[Candidate, types.ModuleTy
 def load_file(path: str | os.PathLike[str]) -> PluginSpec:
     """Import one plugin (a ``.py`` file or a package folder) as the server would serve it.
 
-    See :func:`import_file`. Used by the testing kit.
+    See :func:`_import_file`. Used by the testing kit.
     """
-    candidate, module = import_file(path)
+    candidate, module = _import_file(path)
     spec = _spec_of(candidate, module)
     if spec is None:
         raise PluginLoadError(str(candidate.path), "defines no class Plugin")
@@ -154,7 +154,7 @@ def load_file(path: str | os.PathLike[str]) -> PluginSpec:
 def load_plugin_file(path: str | os.PathLike[str]) -> PluginSpec | None:
     """Like :func:`load_file`, but None for a helper module (no ``Plugin`` after import), which
     a plugin directory may hold and the server does not serve."""
-    return _spec_of(*import_file(path))
+    return _spec_of(*_import_file(path))
 
 
 def _spec_of(candidate: Candidate, module: types.ModuleType) -> PluginSpec | None:
