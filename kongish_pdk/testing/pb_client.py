@@ -34,6 +34,7 @@ from google.protobuf.message import Message
 
 from kongish_pdk.protocol.protobuf.codec import FrameDecoder, frames
 from kongish_pdk.protocol.protobuf.messages import pb
+from kongish_pdk.protocol.protobuf.wire import lua_number
 from kongish_pdk.testing.kong_worker import PDKAnswer, Trace, start_config
 from kongish_pdk.testing.pool import PooledClient
 
@@ -85,10 +86,6 @@ def service_table() -> dict[str, tuple[str, Any, Any]]:
 
 # --------------------------------------------------------------------- pb_rpc.lua's wrapping
 
-def _lua_number(value: float) -> int | float:
-    return int(value) if value.is_integer() and abs(value) < 2**53 else value
-
-
 def _unwrap_value(value: Any) -> Any:
     kind = value.WhichOneof("kind")
     if kind == "list_value":
@@ -101,7 +98,7 @@ def _unwrap_value(value: Any) -> Any:
     if kind == "string_value":
         return value.string_value
     if kind == "number_value":
-        return _lua_number(value.number_value)
+        return lua_number(value.number_value)
     if kind == "null_value":
         return "NULL_VALUE"  # lua-protobuf gives enum names
     return None
@@ -249,7 +246,7 @@ class PBConnection:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         self.sock.connect(path)
-        self._decoder = FrameDecoder()
+        self._decoder = FrameDecoder(2**32 - 1)  # Kong reads a frame of any length
         self._frames: collections.deque[bytes] = collections.deque()
         self.keepalive = True  # False once Kong would abandon it (exit, errors)
 
