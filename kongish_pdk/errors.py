@@ -12,11 +12,12 @@ class PDKError(KongishError):
 
 
 class PDKThreadError(KongishError, RuntimeError):
-    """A PDK call from a thread (or greenlet) other than the one running the handler.
+    """A PDK call from a thread (under gevent, a greenlet) other than the handler's own.
 
-    Kong answers an event's PDK calls one at a time, and the server reads those answers on
-    the handler's own thread: a call from elsewhere could never be answered, so it fails at
-    once instead of waiting for the event timeout.
+    Kong answers an event's PDK calls one at a time, in the order the handler makes them;
+    in threads and gevent modes the server also reads those answers on the handler's own
+    thread, so a call from elsewhere could never be answered there. It fails at once, in
+    every mode, instead of waiting for the event timeout.
     """
 
 

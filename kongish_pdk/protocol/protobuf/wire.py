@@ -7,9 +7,9 @@ over MsgPack:1). The ``protobuf`` package refuses both directions, so ``String``
 it does. Same field numbers and wire types: the bytes are what protobuf would produce for
 valid UTF-8 (the tests check that), and what Kong sends and expects otherwise.
 
-The rules both encode paths follow (this one and ``values.py``/``calls.py`` over the
-``protobuf`` package) live here, where the ``protobuf`` package is not needed:
-:func:`lua_number`, :func:`raw`, :func:`unsendable` and :func:`bad_key`.
+The rules both paths follow (this one and ``values.py``/``calls.py`` over the ``protobuf``
+package) live here, where the ``protobuf`` package is not needed: when encoding, :func:`raw`,
+:func:`unsendable` and :func:`bad_key`; when decoding, :func:`lua_number`.
 """
 
 from __future__ import annotations
