@@ -179,8 +179,13 @@ class E2E:
                     gateway.stop()
                 except GatewayError as error:
                     problems.append(f"nginx stop: {error}")
+                except Exception as error:  # any other failure: reported too, and the loop goes on
+                    problems.append(f"nginx stop: {type(error).__name__}: {error}")
         finally:
             self.stop_server()
+        for gateway in self.gateways:  # a start_cmd server must exit with nginx by itself
+            problems += [f"plugin server {pid} (start_cmd) outlived nginx; killed by PID"
+                         for pid in gateway.killed_servers]
         for gateway in self.gateways:
             problems += [f"nginx error log: {line}" for line in gateway.unexpected_errors()]
         for server in self.stopped_servers:

@@ -27,15 +27,17 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 try:  # imported as tests.e2e.minikong (bench/)
     from ..support.procstat import process_tree
+    from ..support.waiting import poll_until, wait_until  # the e2e tests import it from here
 except ImportError:  # as e2e.minikong: pytest puts tests/ on sys.path
     from support.procstat import process_tree  # type: ignore[no-redef]
+    from support.waiting import poll_until, wait_until  # type: ignore[no-redef]
 
 HERE = Path(__file__).resolve().parent
 LUA_DIR = HERE / "lua"
@@ -75,28 +77,6 @@ def missing_prerequisites() -> list[str]:
     ).exists():
         missing.append(f"lua 5.1 {CJSON_SO} (package lua-cjson)")
     return missing
-
-
-_T = TypeVar("_T")
-POLL_EVERY = 0.01
-
-
-def wait_until(check: Callable[[], _T], timeout: float = 10.0, what: str = "condition",
-               detail: Callable[[], str] | None = None) -> _T:
-    """``check()``'s first truthy result, polled every 10 ms for at most ``timeout`` seconds.
-
-    For conditions only observable from outside (a file, nginx's error log, /proc): nothing
-    notifies on them. AssertionError naming ``what`` (and ``detail()``) on timeout.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout}s"
-                                 + (f":\n{detail()}" if detail else ""))
-        time.sleep(POLL_EVERY)  # bounded poll of an observable condition
 
 
 def wait_for_lines(path: Path, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -324,26 +304,35 @@ def run_lua(code: str, prefix: Path, timeout: float = 30.0) -> subprocess.Comple
     )
 
 
-def _wait_or_kill(pidfds: dict[int, int], timeout: float) -> None:
+def _wait_or_kill(pidfds: dict[int, int], timeout: float) -> list[int]:
     """Wait up to ``timeout`` for these processes (PID -> pidfd) to exit; SIGKILL the rest.
 
     They are not our children: a pidfd is how to wait for (and signal) exactly them.
+    Returns the PIDs it had to kill (still running at the deadline): empty when every one
+    exited by itself.
     """
     poller = select.poll()
     for fd in pidfds.values():
         poller.register(fd, select.POLLIN)
     left, deadline = dict(pidfds), time.monotonic() + timeout
+    killed: list[int] = []
     try:
-        while left and (remaining := deadline - time.monotonic()) > 0:
-            for fd, _ in poller.poll(remaining * 1000):
+        while left:
+            remaining = deadline - time.monotonic()
+            # at the deadline, one last look without waiting: an exit just then still counts
+            for fd, _ in poller.poll(max(remaining, 0) * 1000):
                 poller.unregister(fd)
                 left = {pid: f for pid, f in left.items() if f != fd}
-        for fd in left.values():
-            with contextlib.suppress(ProcessLookupError):
+            if remaining <= 0:
+                break
+        for pid, fd in left.items():
+            with contextlib.suppress(ProcessLookupError):  # exited just now: not killed
                 signal.pidfd_send_signal(fd, signal.SIGKILL)
+                killed.append(pid)
     finally:
         for fd in pidfds.values():
             os.close(fd)
+    return killed
 
 
 # ---------------------------------------------------------------------------- HTTP
@@ -418,6 +407,9 @@ class Gateway:
         self.proc: subprocess.Popen[bytes] | None = None
         self._allowed: list[re.Pattern[str]] = []
         self._output = prefix / "nginx.out"
+        # PIDs of start_cmd plugin servers (and descendants) stop() had to SIGKILL because
+        # they outlived nginx by its bound: a server must exit on its own (SIGTERM, parent)
+        self.killed_servers: list[int] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -456,20 +448,28 @@ class Gateway:
                  "-g", "daemon off;"],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             )
+        proc = self.proc
         ready = re.compile(r"\[minikong\] worker \d+ ready")
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
+
+        def outcome() -> str | None:
+            """Whether nginx is "ready" or its "port taken"; None while neither (any other
+            exit raises)."""
             text = self._read_log(log_path, offset)
             if len(ready.findall(text)) >= self.workers:
-                return True
-            if self.proc.poll() is not None:
+                return "ready"
+            if proc.poll() is not None:
                 if "Address already in use" in self.output() + text:
                     # someone took the port between free_port() and nginx's bind: retry
                     self.allow_errors(rf"bind\(\) to 127\.0\.0\.1:{self.port} failed")
-                    return False
-                raise GatewayError(f"nginx exited with {self.proc.returncode}:\n"
+                    return "port taken"
+                raise GatewayError(f"nginx exited with {proc.returncode}:\n"
                                    f"{self.output()}\n{text}")
-            time.sleep(0.01)  # bounded poll of an observable condition (the error log)
+            return None
+
+        # bounded poll of an observable condition (the error log), every 10 ms
+        result = poll_until(outcome, START_TIMEOUT)
+        if result is not None:
+            return result == "ready"
         self.stop()
         raise GatewayError(f"nginx workers not ready within {START_TIMEOUT}s:\n{self.output()}"
                            f"\n{self._read_log(log_path, offset)}")
@@ -499,7 +499,7 @@ class Gateway:
                 self._stop_nginx(proc, timeout)
         finally:
             self._plugin_servers(servers)  # any started since the first look
-            _wait_or_kill(servers, timeout)
+            self.killed_servers += _wait_or_kill(servers, timeout)
 
     def _stop_nginx(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
         workers = self._children(proc.pid)

@@ -259,6 +259,10 @@ def test_nginx_worker_0_starts_respawns_and_stops_the_plugin_server(e2e: E2E) ->
     assert resp.status == 200 and resp.header(HELLO), resp
 
     gw.stop()  # exit_worker sends SIGTERM; the server also watches its parent (worker 0)
+    # stop() SIGKILLs a server still running after its bound, so being gone is not enough:
+    # the server must have exited by itself, not been among those stop() killed
+    assert second_pid not in gw.killed_servers, \
+        f"the server {second_pid} outlived nginx and was killed: {gw.killed_servers}"
     wait_until(lambda: pid_gone(second_pid), what=f"exit of the server {second_pid}")
     assert "successfully stopped pluginserver 'kongish'" in gw.error_log()
 

@@ -12,11 +12,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from .procstat import process_tree
+from .waiting import poll_until
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENT = "kong-pdk==0.36"
@@ -53,19 +53,20 @@ def wait_for_socket(path: Path, proc: subprocess.Popen[Any], timeout: float = 20
     """Wait until ``name``'s socket accepts (kong-pdk prints no readiness line we can rely on,
     nor does a server under valgrind): RuntimeError if it exits first or does not listen in
     time."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def accepts() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited with {proc.returncode}")
         if os.path.exists(path):
             with socket.socket(socket.AF_UNIX) as probe:
                 try:
                     probe.connect(str(path))
-                    return
+                    return True
                 except OSError:
                     pass
-        time.sleep(0.02)
-    raise RuntimeError(f"{name} did not listen on {path} within {timeout}s")
+        return False
+
+    if not poll_until(accepts, timeout, every=0.02):
+        raise RuntimeError(f"{name} did not listen on {path} within {timeout}s")
 
 
 MODE_FLAGS = {"threads": [], "gevent": ["-g"], "processes": ["-m"]}
