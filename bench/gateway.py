@@ -256,7 +256,8 @@ def report(targets: list[Target], args: argparse.Namespace) -> None:
 
 
 def nginx_version() -> str:
-    out = subprocess.run([nginx_binary(), "-v"], capture_output=True, text=True, check=False)
+    out = subprocess.run([nginx_binary(), "-v"], capture_output=True, text=True, check=False,
+                         timeout=10)
     return out.stderr.strip().replace("nginx version: ", "")
 
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import select
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +16,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from kongish_pdk.testing import ServerProcess, start_server
 
 from support import incumbent as incumbent_server
-from support.incumbent import socket_path
+from support.incumbent import socket_path, wait_for_socket
 from support.procstat import tree_cpu_seconds
 
 PLUGINS = BENCH / "plugins"
@@ -56,19 +54,10 @@ def incumbent(mode: str) -> Running:
 def floor(timeout: float = 20.0) -> Running:
     path = os.path.join(tempfile.mkdtemp(prefix="floor-"), "floor.sock")
     proc = subprocess.Popen([sys.executable, str(BENCH / "floor_server.py"), path],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     try:
-        assert proc.stdout is not None
-        line, deadline = b"", time.monotonic() + timeout
-        while not line.endswith(b"\n") and (left := deadline - time.monotonic()) > 0:
-            if select.select([proc.stdout], [], [], left)[0]:
-                chunk = os.read(proc.stdout.fileno(), 4096)
-                if not chunk:  # exited
-                    break
-                line += chunk
-        if b"listening" not in line:
-            raise RuntimeError(f"floor server not listening within {timeout}s "
-                               f"(exit status {proc.poll()}): {line!r}")
+        # RuntimeError if it exits first or does not accept within ``timeout``
+        wait_for_socket(Path(path), proc, timeout, "floor server")
     except BaseException:
         incumbent_server.stop(proc)  # by PID: SIGTERM, then SIGKILL, bounded
         raise
