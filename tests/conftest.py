@@ -42,13 +42,24 @@ def _starter(base: Path) -> tuple[Callable[..., ServerProcess], list[ServerProce
     return run, started
 
 
+def _stop_all(servers: list[ServerProcess]) -> None:
+    """Stop every server, even when one stop() fails; then raise the first failure."""
+    first: BaseException | None = None
+    for server in servers:
+        try:
+            server.stop()
+        except BaseException as error:  # the others must still be stopped
+            first = first or error
+    if first is not None:
+        raise first
+
+
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start servers (``start(plugins_dir, *flags, mode=...)``); all stopped by PID at the end."""
     run, started = _starter(tmp_path)
     yield run
-    for server in started:
-        server.stop()
+    _stop_all(started)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +68,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, mode: str) -> Iterator[Serv
     instances, so they do not see each other)."""
     run, started = _starter(tmp_path_factory.mktemp(f"server-{mode}"))
     yield run(TEST_PLUGINS, "--event-timeout", "3", mode=mode)
-    for proc in started:
-        proc.stop()
+    _stop_all(started)
 
 
 @pytest.fixture

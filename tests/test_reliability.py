@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 
 import msgpack
 import pytest
@@ -239,9 +240,9 @@ def test_server_exits_when_its_parent_dies(mode: str, tmp_path) -> None:
         "for line in p.stderr:\n"
         "    pass\n"
     )
-    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
     try:
-        child = int(parent.stdout.readline())
+        child = int(read_line(parent, 30, "PID line of the server's parent"))
         pidfd = os.pidfd_open(child)
         parent.kill()
         parent.wait(5)
@@ -253,6 +254,26 @@ def test_server_exits_when_its_parent_dies(mode: str, tmp_path) -> None:
         parent.wait(5)
         with contextlib.suppress(ProcessLookupError, UnboundLocalError):
             os.kill(child, signal.SIGKILL)
+
+
+def read_line(proc: subprocess.Popen[bytes], timeout: float, what: str) -> bytes:
+    """One line of ``proc``'s stdout pipe, waiting at most ``timeout`` seconds for it.
+
+    Reads the pipe's descriptor directly (no buffer select cannot see); AssertionError
+    naming ``what`` if the line is not complete in time or the pipe closes first.
+    """
+    assert proc.stdout is not None
+    line, deadline = b"", time.monotonic() + timeout
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
+            raise AssertionError(f"no {what} within {timeout}s (so far: {line!r})")
+        chunk = os.read(proc.stdout.fileno(), 4096)
+        if not chunk:
+            raise AssertionError(f"no {what}: the pipe closed (exit status {proc.poll()}, "
+                                 f"so far: {line!r})")
+        line += chunk
+    return line
 
 
 # ---------------------------------------------------------------- the socket file
