@@ -11,10 +11,10 @@ import pytest
 from kongish_pdk.protocol.framing import FrameError
 from kongish_pdk.protocol.kong_msgpack import Session
 from kongish_pdk.protocol.msgpack_rpc import BadRequest, Decoder, Encoder, Request
-from kongish_pdk.runtime.handler import LockSlot
 from kongish_pdk.runtime.local import LocalExecutor
 from kongish_pdk.runtime.runtime import Runtime
 from kongish_pdk.testing.luamsgpack import EMPTY_TABLE, LuaString, pack
+from kongish_pdk.workers.pool import LockSlot
 
 
 def test_requests_arrive_whole_however_the_bytes_are_cut() -> None:

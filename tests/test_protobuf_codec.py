@@ -20,11 +20,11 @@ from kongish_pdk.plugin.spec import build_spec
 from kongish_pdk.protocol.protobuf import calls, codec, generate, values, wire
 from kongish_pdk.protocol.protobuf.messages import pb
 from kongish_pdk.protocol.protobuf.session import Session, _instance_status
-from kongish_pdk.runtime.handler import LockSlot
 from kongish_pdk.runtime.ids import IdCounter
 from kongish_pdk.runtime.local import LocalExecutor
 from kongish_pdk.runtime.runtime import Runtime, RuntimeOptions
 from kongish_pdk.testing.pb_client import lua_name, service_table
+from kongish_pdk.workers.pool import LockSlot
 
 
 def hexbytes(text: str) -> bytes:

@@ -35,10 +35,10 @@ from kongish_pdk.plugin.spec import build_spec
 from kongish_pdk.protocol.protobuf import codec
 from kongish_pdk.protocol.protobuf.session import Session
 from kongish_pdk.runtime.events import Event
-from kongish_pdk.runtime.handler import LockSlot
 from kongish_pdk.runtime.ids import IdCounter
 from kongish_pdk.runtime.local import LocalExecutor
 from kongish_pdk.runtime.runtime import Runtime, RuntimeOptions
+from kongish_pdk.workers.pool import LockSlot
 
 STOP = object()  # put in the wire queue: the server stopped the event meanwhile
 

@@ -10,7 +10,6 @@ way to make a call and read its answer in place (ProtoBuf:1, see ``events.Direct
 from __future__ import annotations
 
 import traceback
-from _thread import allocate_lock
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -28,26 +27,6 @@ class Slot(Protocol):
     def put(self, value: Any) -> None: ...
 
     def take(self) -> Any: ...
-
-
-class LockSlot:
-    """A plain one-value hand-off between threads (used where no connection follows)."""
-
-    __slots__ = ("_lock", "_value")
-
-    def __init__(self) -> None:
-        self._lock = allocate_lock()
-        self._lock.acquire()
-        self._value: Any = None
-
-    def put(self, value: Any) -> None:
-        self._value = value
-        self._lock.release()
-
-    def take(self) -> Any:
-        self._lock.acquire()
-        value, self._value = self._value, None
-        return value
 
 
 STOP = object()  # put in a slot instead of an answer: the handler must unwind

@@ -1,4 +1,4 @@
-"""A bounded pool of OS threads that start on demand and are reused.
+"""A bounded pool of OS threads that start on demand and are reused, and a thread hand-off.
 
 Cheaper per task than ``concurrent.futures`` (no Future per call), which matters because
 every HandleEvent and StartInstance goes through it.
@@ -9,12 +9,37 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from _thread import allocate_lock
 from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("kongish_pdk.workers")
 
 _Task = tuple[Callable[..., Any], tuple[Any, ...]] | None
+
+
+class LockSlot:
+    """A plain one-value hand-off between threads: ``take`` blocks until ``put`` (a
+    ``runtime.handler.Slot``). For waits with no connection to hand over (unlike the threads
+    mode's ConnectionSlot): a worker process's handlers waiting for RESUME, and the server's
+    requests waiting for a worker process's DONE.
+    """
+
+    __slots__ = ("_lock", "_value")
+
+    def __init__(self) -> None:
+        self._lock = allocate_lock()
+        self._lock.acquire()
+        self._value: Any = None
+
+    def put(self, value: Any) -> None:
+        self._value = value
+        self._lock.release()
+
+    def take(self) -> Any:
+        self._lock.acquire()
+        value, self._value = self._value, None
+        return value
 
 
 class ThreadPool:

@@ -26,7 +26,7 @@ from kongish_pdk.plugin.source import PluginSource
 from kongish_pdk.plugin.spec import PluginSpec
 from kongish_pdk.protocol.names import CallCheck
 from kongish_pdk.runtime.events import Event
-from kongish_pdk.runtime.handler import LockSlot, failure
+from kongish_pdk.runtime.handler import failure
 from kongish_pdk.runtime.instances import Instance, split_config
 from kongish_pdk.runtime.local import LocalExecutor
 from kongish_pdk.runtime.outcomes import Failed, Outcome, PDKCall
@@ -34,7 +34,7 @@ from kongish_pdk.server.lifecycle import die_with_parent
 from kongish_pdk.server.memory import MemoryTrimmer
 from kongish_pdk.workers import process_pipe as msg
 from kongish_pdk.workers.affinity import pin_process
-from kongish_pdk.workers.pool import ThreadPool
+from kongish_pdk.workers.pool import LockSlot, ThreadPool
 from kongish_pdk.workers.process_pipe import Pipe
 
 log = logging.getLogger("kongish_pdk.workers")

@@ -23,7 +23,6 @@ from typing import Any, ClassVar
 from kongish_pdk.plugin.source import PluginSource
 from kongish_pdk.protocol.names import CallCheck
 from kongish_pdk.runtime.events import Deliver, Event, Executor
-from kongish_pdk.runtime.handler import LockSlot
 from kongish_pdk.runtime.instances import Instance
 from kongish_pdk.runtime.outcomes import RETURNED, Failed, PDKCall
 from kongish_pdk.server.io_loop import IOLoop
@@ -31,7 +30,7 @@ from kongish_pdk.workers import process_child
 from kongish_pdk.workers import process_pipe as msg
 from kongish_pdk.workers.affinity import usable_cpus, worker_cpus
 from kongish_pdk.workers.loop_worker import IOLoopWorker
-from kongish_pdk.workers.pool import ThreadPool
+from kongish_pdk.workers.pool import LockSlot, ThreadPool
 from kongish_pdk.workers.process_pipe import Pipe
 from kongish_pdk.workers.threads import DEFAULT_THREADS
 
