@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +80,19 @@ class Instance:
         if with_start_time:
             out["StartTime"] = self.started_at
         return out
+
+
+def new_instance(spec: PluginSpec, instance_id: int, config: dict[str, Any],
+                 clock: Callable[[], float] = time.monotonic) -> Instance:
+    """The Instance a StartInstance creates from its decoded ``config`` (``decode_config``);
+    raises what ``spec.make_config`` raises (ValueError, TypeError) for a config it refuses.
+
+    One place for every path that starts an instance (the runtime, a worker process, the
+    testing kit), so the plugin receives the same config and meta on each.
+    """
+    user_config, meta = split_config(config, instance_id)
+    plugin_config = spec.make_config(user_config)
+    return Instance(instance_id, spec, config, plugin_config, meta, time.time(), clock())
 
 
 class InstanceTable:

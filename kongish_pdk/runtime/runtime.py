@@ -30,7 +30,7 @@ from kongish_pdk.runtime.events import (
     Reply,
 )
 from kongish_pdk.runtime.ids import IdCounter
-from kongish_pdk.runtime.instances import Instance, InstanceTable, decode_config, split_config
+from kongish_pdk.runtime.instances import Instance, InstanceTable, decode_config, new_instance
 from kongish_pdk.runtime.outcomes import RETURNED, Failed, Outcome, PDKCall
 
 log = logging.getLogger("kongish_pdk.runtime")
@@ -124,14 +124,11 @@ class Runtime:
         instance_id = self._instance_ids.next()
         try:
             config = decode_config(spec.name, raw_config)
-            user_config, meta = split_config(config, instance_id)
-            plugin_config = spec.make_config(user_config)
+            instance = new_instance(spec, instance_id, config, self._clock)
         except (RPCError, ValueError, TypeError) as exc:
             log.error("StartInstance %s refused: %s", spec.name, exc)
             reply.error(str(exc))
             return
-        now = self._clock()
-        instance = Instance(instance_id, spec, config, plugin_config, meta, time.time(), now)
         self.executor.run_blocking(lambda: self._construct(instance, reply))
 
     def _construct(self, instance: Instance, reply: Reply) -> None:

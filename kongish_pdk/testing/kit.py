@@ -21,7 +21,6 @@ import contextlib
 import inspect
 import json
 import re
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from kongish_pdk.pdk.surface import Kong
 from kongish_pdk.plugin.loader import load_file
 from kongish_pdk.plugin.spec import PluginSpec
 from kongish_pdk.runtime.handler import failure
-from kongish_pdk.runtime.instances import Instance, decode_config, split_config
+from kongish_pdk.runtime.instances import decode_config, new_instance
 from kongish_pdk.runtime.local import close_plugin, construct_plugin
 from kongish_pdk.runtime.runtime import FAIL_CLOSED_CALLS
 from kongish_pdk.testing import luamsgpack
@@ -105,12 +104,9 @@ class LocalRunner:
         # The Config JSON a Kong worker sends, through the server's own StartInstance steps.
         raw = json.dumps(start_config(spec.name, config, plugin_id=plugin_id))
         try:
-            sent = decode_config(spec.name, raw)
-            user_config, meta = split_config(sent, 1)
-            plugin_config = spec.make_config(user_config)
+            instance = new_instance(spec, 1, decode_config(spec.name, raw))
         except (RPCError, ValueError, TypeError) as exc:
             raise ConfigRejected(str(exc)) from exc
-        instance = Instance(1, spec, sent, plugin_config, meta, time.time(), time.monotonic())
         try:
             self.plugin = construct_plugin(instance)
         except Exception as exc:

@@ -27,7 +27,7 @@ from kongish_pdk.plugin.spec import PluginSpec
 from kongish_pdk.protocol.names import CallCheck
 from kongish_pdk.runtime.events import Event
 from kongish_pdk.runtime.handler import failure
-from kongish_pdk.runtime.instances import Instance, split_config
+from kongish_pdk.runtime.instances import Instance, new_instance
 from kongish_pdk.runtime.local import LocalExecutor
 from kongish_pdk.runtime.outcomes import Failed, Outcome, PDKCall
 from kongish_pdk.server.lifecycle import die_with_parent
@@ -201,10 +201,7 @@ class WorkerProcess:
 
     def _create(self, instance_id: int, plugin: str, config: dict[str, Any]) -> Instance:
         """This worker's Plugin object for an instance; raises what __init__ raised."""
-        spec = self.specs[plugin]
-        user_config, meta = split_config(config, instance_id)
-        instance = Instance(instance_id, spec, config, spec.make_config(user_config), meta,
-                            time.time(), time.monotonic())
+        instance = new_instance(self.specs[plugin], instance_id, config)
         self.executor.construct(instance)
         return instance
 
