@@ -45,9 +45,23 @@ class _Child:
     index: int
     process: Any  # multiprocessing.Process
     pipe: Pipe
-    pid: int  # kept here: Process.pid is None once the dead worker's Process is closed
+    pid: int  # kept here: Process.pid raises ValueError once the dead worker's Process is closed
     events: dict[int, Event] = field(default_factory=dict)  # in flight here
     alive: bool = True  # False from the moment its channel is lost (guarded by the lock)
+
+
+def _reap(process: Any, timeout: float) -> int | None:
+    """Wait for a worker process to exit, killing it if it does not within ``timeout``, and
+    release its sentinel descriptor now rather than at GC; its exit code (None: still alive).
+    """
+    process.join(timeout)
+    if process.is_alive():  # it ignored STOP, or its channel is gone: it is of no use
+        process.kill()
+        process.join(timeout)
+    code: int | None = process.exitcode
+    if code is not None:  # close() refuses a process that still runs
+        process.close()
+    return code
 
 
 def _known(instance: Instance) -> set[_Child]:
@@ -122,10 +136,7 @@ class ProcessExecutor:
             with contextlib.suppress(OSError):
                 child.pipe.send([msg.STOP])
         for child in children:
-            child.process.join(timeout)
-            if child.process.is_alive():
-                child.process.kill()
-                child.process.join(timeout)
+            _reap(child.process, timeout)
             child.pipe.close()
         # Nothing reads the channels any more: a CONSTRUCT or DESTROY still waiting (e.g.
         # the close() of an instance abort_all finished) would wait forever.
@@ -226,32 +237,33 @@ class ProcessExecutor:
         A thread of its own, not run_blocking: the requests waiting here may be holding
         every thread of that pool.
         """
-        child.process.join(1.0)
-        if child.process.is_alive():  # its channel is gone, so it is of no use
-            child.process.kill()
-            child.process.join(1.0)
-        code = child.process.exitcode
+        code = _reap(child.process, 1.0)
         self._release(waiting, f"worker process {child.pid} exited ({code})")
+        self._respawn(child, code, len(orphans))
+        # After the replacement, so a retry finds a full set of workers. At shutdown the
+        # runtime already finished them all (abort_all, before stop_workers): it answers
+        # nothing more for a FINISHED event, so this cannot answer the gateway twice.
+        for event in orphans:
+            self._deliver_safely(event, Failed(
+                f"the worker process running it died (exit code {code})"))
+
+    def _respawn(self, child: _Child, code: int | None, in_flight: int) -> None:
+        """Start a worker in a dead one's place, unless the server is stopping."""
         with self._replacing:
             if self._stopping:
                 return
             log.error("worker process %d exited (%s) with %d event(s) in flight; replacing it",
-                      child.pid, code, len(orphans))
+                      child.pid, code, in_flight)
             try:
                 replacement = self._spawn(child.index)
             except Exception as exc:  # e.g. EMFILE: serve on with the workers left
                 log.error("cannot start a worker process to replace %d: %s: %s",
                           child.pid, type(exc).__name__, exc)
-            else:
-                with self._lock:
-                    self._children[child.index] = replacement
-                with contextlib.suppress(ValueError):  # the loop just ended: stop_workers stops it
-                    self._watch(replacement)
-        if code is not None:
-            child.process.close()  # its sentinel descriptor, now rather than at GC
-        for event in orphans:  # after the replacement, so a retry finds a full set of workers
-            self._deliver_safely(event, Failed(
-                f"the worker process running it died (exit code {code})"))
+                return
+            with self._lock:
+                self._children[child.index] = replacement
+            with contextlib.suppress(ValueError):  # the loop just ended: stop_workers stops it
+                self._watch(replacement)
 
     # ------------------------------------------------------------------ Executor interface
 
