@@ -51,16 +51,13 @@ class _Child:
 
 
 def _reap(process: Any, timeout: float) -> int | None:
-    """Wait for a worker process to exit, killing it if it does not within ``timeout``, and
-    release its sentinel descriptor now rather than at GC; its exit code (None: still alive).
-    """
+    """Wait for a worker process to exit, killing it if it does not within ``timeout``; its
+    exit code (None: still alive)."""
     process.join(timeout)
     if process.is_alive():  # it ignored STOP, or its channel is gone: it is of no use
         process.kill()
         process.join(timeout)
     code: int | None = process.exitcode
-    if code is not None:  # close() refuses a process that still runs
-        process.close()
     return code
 
 
@@ -240,6 +237,11 @@ class ProcessExecutor:
         code = _reap(child.process, 1.0)
         self._release(waiting, f"worker process {child.pid} exited ({code})")
         self._respawn(child, code, len(orphans))
+        # Its sentinel descriptor, now rather than at GC, but after the respawn: with the
+        # descriptors at their limit, one freed first let the replacement fail later, halfway
+        # through starting, instead of at its socketpair (tests/test_processes.py).
+        if code is not None:
+            child.process.close()
         # After the replacement, so a retry finds a full set of workers. At shutdown the
         # runtime already finished them all (abort_all, before stop_workers): it answers
         # nothing more for a FINISHED event, so this cannot answer the gateway twice.
