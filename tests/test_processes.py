@@ -112,6 +112,36 @@ def test_events_racing_a_slow_init_share_one_object_built_from_the_config(start,
     assert {headers["x-inits"] for headers in seen} == {"1"}  # one object per worker
 
 
+def test_an_event_stopped_behind_a_slow_init_no_longer_counts_as_busy(start, tmp_path) -> None:
+    # The server sends each event to the worker with the fewest in flight, so an event it
+    # still counted after it was stopped would keep every single event from that worker.
+    server = start(TEST_PLUGINS, "-m", "--workers", "2", "--event-timeout", "1")
+    gate_path = str(tmp_path / "gate")
+    with KongClient(server.socket_path) as kong, \
+            socket.socket(socket.AF_UNIX) as gate, ThreadPoolExecutor(2) as pool:
+        kong.warm(3)
+        probe = kong.start_instance("counter")
+        iid = kong.start_instance("greeter", {"gate": gate_path})  # built in one worker now
+        gate.bind(gate_path)
+        gate.listen()
+        gate.settimeout(30)
+        # Never stepped, the one in the worker that has the object stays in flight there, so
+        # the other goes to the other worker, which builds the object and queues the event.
+        runs = [pool.submit(kong.handle_event, iid, "access") for _ in range(2)]
+        held, _ = gate.accept()  # that __init__ waits here until the end of the test
+        with held:
+            replies = [run.result(timeout=30) for run in runs]
+            stopped = [r for r in replies if r["Data"]["Method"] == "kong.response.error"]
+            assert len(stopped) == 1  # the queued one, answered by the server as it reaped it
+            server.wait_for(rf"event #{stopped[0]['EventId']} stopped: the handler produced")
+            pids: set[str] = set()
+            deadline = time.monotonic() + 10
+            while len(pids) < 2:  # one event at a time: each goes to the least busy worker
+                assert time.monotonic() < deadline, f"only worker {pids} got events"
+                pids.add(set_headers(kong, probe)["x-pid"])
+        assert kong.call("plugin.GetStatus")["Events"] == 0
+
+
 def test_a_worker_that_cannot_be_replaced_is_logged_and_the_others_serve(start) -> None:
     server = start(TEST_PLUGINS, "-m", "--workers", "2")
     with KongClient(server.socket_path) as kong:

@@ -11,6 +11,7 @@ the server over the pipe.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -221,11 +222,22 @@ class WorkerProcess:
     def _abort(self, event_id: int, waiting: bool) -> None:
         with self._lock:
             event = self.events.get(event_id)
-            if event is None:  # still queued behind __init__: it must never start
-                for building in self.building.values():
-                    building.starts.pop(event_id, None)
+            # Still queued behind __init__: it must never start.
+            queued = event is None and self._unqueue_locked(event_id)
         if event is not None:
             self.executor.abort(event, waiting)
+        elif queued:
+            # No handler will ever report its end, and the server counts it in flight here
+            # until told (the runtime already finished it, so this answers nobody).
+            with contextlib.suppress(OSError):  # the server is gone: serve() ends on it
+                self.pipe.send([msg.RETURN, event_id])
+
+    def _unqueue_locked(self, event_id: int) -> bool:
+        """Drop an event waiting for its Plugin object; False if none waits (hold the lock)."""
+        for building in self.building.values():
+            if building.starts.pop(event_id, None) is not None:
+                return True
+        return False
 
     def _destroy(self, request_id: int, instance_id: int) -> None:
         with self._lock:
