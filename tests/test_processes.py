@@ -228,7 +228,9 @@ def test_workers_of_a_msgpack_server_never_import_protobuf(start, method: str) -
         set_headers(kong, kong.start_instance("hello"), lambda m, a: "h")
     imported = [line.rsplit("|", 1)[-1].strip() for line in server.log.splitlines()
                 if "import time:" in line]
-    assert "kongish_pdk.workers.process_child" in imported  # the check itself works
+    # The check itself works: the server imports it too, so a second trace of it must come
+    # from the process the workers' modules are imported in (the worker, or the forkserver)
+    assert imported.count("kongish_pdk.workers.process_child") >= 2
     assert not [name for name in imported if name.startswith("google")]
 
 
