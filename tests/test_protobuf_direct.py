@@ -120,6 +120,15 @@ def test_the_event_of_reference_7_3_byte_for_byte_answered_in_place(direct) -> N
     assert executor.timeouts[0] == 5  # each wait is bounded by --event-timeout
 
 
+def test_an_answer_in_pieces_waits_for_what_is_left_of_one_timeout(direct) -> None:
+    executor, transport, _, _ = direct
+    for piece in (GET_HEADER_ANSWER[:2], GET_HEADER_ANSWER[2:4], GET_HEADER_ANSWER[4:]):
+        executor.wire.put(piece)
+    transport.wait_for(len(SET_HEADER_NAME + SET_HEADER_ARGS))
+    first, second, third = executor.timeouts[:3]
+    assert first == 5 and third < second < first  # not 5 s again for each piece
+
+
 def test_the_reaper_leaves_a_call_waiting_in_place_to_its_own_timeout(direct) -> None:
     executor, transport, runtime, clock = direct
     clock[0] += 60  # far past the event's deadline

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any, NamedTuple
 
 from google.protobuf.message import DecodeError
@@ -264,9 +265,12 @@ class Session:
             ok = self._write(data)
         why = None if ok else (f"the gateway closed the connection before {call.wire_name} "
                                "could be sent")
+        # One deadline for the whole answer, however many pieces it arrives in: a peer that
+        # trickles bytes must not keep the event waiting past its timeout.
+        deadline, left = time.monotonic() + timeout, timeout
         while why is None:
             try:
-                received = receive(timeout)
+                received = receive(left)
             except EventStopped:
                 self.close()
                 raise
@@ -278,6 +282,7 @@ class Session:
                 answer, why = self._read_answer(call, received)
                 if answer is not None:
                     return answer
+                left = max(deadline - time.monotonic(), 0.0)
         self.close()
         self.runtime.stop_event(event_id, why)
         raise EventStopped(f"{call.wire_name}: {why}")
