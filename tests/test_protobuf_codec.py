@@ -84,6 +84,26 @@ def test_a_frame_over_the_limit_is_refused_before_it_is_buffered() -> None:
         decoder.feed(b"\x11\x00\x00\x00")
 
 
+
+def test_one_answer_is_taken_whole_or_in_pieces() -> None:
+    for cut in range(len(GET_HEADER_ANSWER) + 1):
+        decoder = codec.FrameDecoder()
+        first = decoder.feed_one(GET_HEADER_ANSWER[:cut]) if cut else None
+        rest = decoder.feed_one(GET_HEADER_ANSWER[cut:]) if cut < len(GET_HEADER_ANSWER) else None
+        assert [first, rest].count(None) == 1  # exactly one piece completes it
+        assert (first or rest) == GET_HEADER_ANSWER[4:]
+        assert decoder.pending == 0
+    assert codec.FrameDecoder().feed_one(EMPTY) == b""  # an empty answer is an answer
+
+
+def test_more_than_one_answer_or_an_oversized_one_is_refused() -> None:
+    with pytest.raises(codec.FrameError, match="more than one frame"):
+        codec.FrameDecoder().feed_one(GET_HEADER_ANSWER + EMPTY)
+    with pytest.raises(codec.FrameError, match="more than one frame"):  # half of a second one
+        codec.FrameDecoder().feed_one(GET_HEADER_ANSWER + EMPTY[:2])
+    with pytest.raises(codec.FrameError, match="larger than the 16-byte limit"):
+        codec.FrameDecoder(max_frame=16).feed_one(codec.frame(b"x" * 17))
+
 # ---------------------------------------------------------------- Kong's exact bytes (7.3)
 
 

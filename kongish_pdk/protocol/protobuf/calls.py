@@ -19,8 +19,9 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError
@@ -33,7 +34,13 @@ from kongish_pdk.protocol.protobuf.messages import pb, serialize
 # (value, error): an error string makes the plugin's PDK call raise PDKError.
 Result = tuple[Any, str | None]
 Encode = Callable[[str, list[Any]], bytes]
-Decode = Callable[[bytes, bool], Result]
+
+
+class Decode(Protocol):
+    """An output message -> (value, error); ``optional``: an empty message means None."""
+
+    def __call__(self, payload: bytes, optional: bool) -> Result: ...
+
 
 MSGPACK_HINT = "start the server with --protocol msgpack to use it"
 DEFAULT_MAX = 100  # Kong's default max_headers/max_args; an empty Int would mean 0 (3.7)
@@ -55,22 +62,20 @@ class Codec:
 
 @dataclass(frozen=True, slots=True)
 class PBCall:
-    """One row: the RPC a PDK function goes through."""
+    """One row: the RPC a PDK function goes through.
+
+    ``encode`` and ``decode`` are the codecs' functions themselves (``decode`` with
+    ``optional`` bound), not methods that call them: one Python call less per PDK call.
+    """
 
     rpc: str  # the RPC of service Kong
     wire_name: str  # the first frame (Kong's Lua-style name of the RPC)
     input: Codec
     output: Codec
     optional: bool  # the PDK function may return None: an empty answer means None
-    name_frame: bytes = b""  # the first frame, length prefix included (computed once)
-
-    def encode(self, name: str, args: list[Any]) -> bytes:
-        assert self.input.encode is not None
-        return self.input.encode(name, args)
-
-    def decode(self, payload: bytes) -> Result:
-        assert self.output.decode is not None
-        return self.output.decode(payload, self.optional)
+    name_frame: bytes  # the first frame, length prefix included
+    encode: Encode  # (PDK name, arguments) -> the input message
+    decode: Callable[[bytes], Result]  # the output message -> (value, error)
 
 
 # ----------------------------------------------------------------------- argument encoders
@@ -448,8 +453,10 @@ def _build() -> dict[str, PBCall]:
     for pdk_name, rpc, inp, out in _ROWS:
         fn = BY_NAME[pdk_name]
         name = wire_name(rpc, _METHOD_NAMES.get(rpc))
-        table[pdk_name] = PBCall(rpc, name, inp, out, optional="None" in fn.returns,
-                                 name_frame=frame(name.encode()))
+        optional = "None" in fn.returns
+        assert inp.encode is not None and out.decode is not None, rpc
+        table[pdk_name] = PBCall(rpc, name, inp, out, optional, frame(name.encode()),
+                                 inp.encode, partial(out.decode, optional=optional))
     return table
 
 
