@@ -22,7 +22,6 @@ from kongish_pdk.server.connections import (
     Connection,
     SocketTransport,
     dispatch,
-    recv,
 )
 from kongish_pdk.workers.base import DRAIN_POLL, ServeContext
 
@@ -157,7 +156,7 @@ class IOLoop:
             self._epoll.register(conn.fd, _ONESHOT_READ)
 
     def _read(self, conn: Connection) -> None:
-        data = recv(conn, self._receiver)
+        data = self._receiver.recv(conn.fd)
         if data is None:
             self.arm(conn)
         elif not data:

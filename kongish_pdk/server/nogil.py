@@ -57,11 +57,15 @@ class Receiver:
         self._buffer = ctypes.create_string_buffer(size)
         self._view = memoryview(self._buffer).cast("B")  # copying out of it: no ctypes call
 
-    def recv(self, fd: int) -> bytes:
-        """The bytes available (b"" at end of file); BlockingIOError if there are none."""
+    def recv(self, fd: int) -> bytes | None:
+        """The bytes available; None if there are none yet; b"" at end of file, and after
+        an error (ECONNRESET, ...): the connection is over either way."""
         while True:
             n: int = _recv(fd, self._buffer, self._size, 0)
             if n >= 0:
                 return self._view[:n].tobytes()
-            if ctypes.get_errno() != errno.EINTR:
-                raise _error()
+            code = ctypes.get_errno()
+            if code in (errno.EAGAIN, errno.EWOULDBLOCK):
+                return None
+            if code != errno.EINTR:
+                return b""

@@ -116,8 +116,7 @@ class GeventTransport(BaseTransport):
     def __init__(self, sock: socket.socket) -> None:
         super().__init__(sock, gevent.lock.Semaphore(1))
 
-    def _send_now(self, data: bytes) -> int:
-        return os.write(self.fd, data)
+    _send_now = staticmethod(os.write)
 
     def _send_rest(self, rest: memoryview) -> None:
         self.sock.sendall(rest)  # yields to other greenlets while the socket is full

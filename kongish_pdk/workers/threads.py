@@ -25,7 +25,7 @@ from kongish_pdk.runtime.events import Answer, Event, Executor, RoundTrip
 from kongish_pdk.runtime.handler import EventChannel
 from kongish_pdk.runtime.local import LocalExecutor
 from kongish_pdk.server import nogil
-from kongish_pdk.server.connections import RECV_SIZE, Connection, claim, dispatch, recv
+from kongish_pdk.server.connections import RECV_SIZE, Connection, claim, dispatch
 from kongish_pdk.server.io_loop import IOLoop
 from kongish_pdk.workers.affinity import pin_process, server_cpu
 from kongish_pdk.workers.loop_worker import IOLoopWorker
@@ -86,7 +86,7 @@ class Waiter:
             return None if self.conn is not None else b""
         conn = self.conn
         assert conn is not None  # _poll said it has data
-        data = recv(conn, self._receiver)
+        data = self._receiver.recv(conn.fd)
         if data == b"":
             self._closed(conn)
         return data
@@ -104,7 +104,7 @@ class Waiter:
         return readable
 
     def _read(self, conn: Connection) -> None:
-        data = recv(conn, self._receiver)
+        data = self._receiver.recv(conn.fd)
         if data is None:
             return
         if data:
