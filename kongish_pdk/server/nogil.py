@@ -1,10 +1,11 @@
-"""send/recv on non-blocking sockets without releasing the GIL (threads mode hot path).
+"""send/recv that never block, without releasing the GIL (the threads mode's hot path).
 
 CPython releases the GIL around every socket call. For a call that cannot block (the socket
 is non-blocking and poll() said it is ready) that buys nothing, and with dozens of handler
 threads each release hands the GIL to another thread and back: strace counted about 80
 futex calls per 4-RPC event. libc's send/recv called through ``ctypes.PyDLL`` keep the
-GIL for those few microseconds; the real waits (poll, epoll) still release it.
+GIL for those few microseconds; the real waits (poll, epoll) still release it. ``send``
+passes MSG_DONTWAIT, so it cannot block even on a blocking socket (the -m worker channel).
 
 The functions are called without ``argtypes``: ctypes then passes an int, a bytes object
 and a buffer as they are, where declared argument types cost a ``from_param`` conversion
@@ -27,6 +28,7 @@ _recv = _libc.recv  # (int fd, char array, int size, int flags)
 _recv.restype = ctypes.c_ssize_t
 
 _MSG_NOSIGNAL = 0x4000  # a closed peer gives EPIPE, not SIGPIPE
+_MSG_DONTWAIT = 0x40  # never block, even on a blocking socket
 
 
 def _error() -> OSError:
@@ -40,7 +42,7 @@ def send(fd: int, data: bytes) -> int:
     """Bytes sent from the start of ``data`` (bytes only); BlockingIOError if none could be."""
     size = min(len(data), _INT_MAX)
     while True:
-        sent: int = _send(fd, data, size, _MSG_NOSIGNAL)
+        sent: int = _send(fd, data, size, _MSG_NOSIGNAL | _MSG_DONTWAIT)
         if sent >= 0:
             return sent
         if ctypes.get_errno() != errno.EINTR:

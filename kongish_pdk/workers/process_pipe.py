@@ -15,6 +15,7 @@ from typing import Any
 
 import msgpack
 
+from kongish_pdk.server import nogil
 from kongish_pdk.server.connections import RECV_SIZE
 
 # server -> worker
@@ -53,8 +54,15 @@ class Pipe:
         return data
 
     def send_bytes(self, data: bytes) -> None:
+        # First without releasing the GIL (nogil): a worker's handler threads would trade it
+        # at every release; only what does not fit now goes through the blocking sendall.
         with self._send_lock:
-            self.sock.sendall(data)
+            try:
+                sent = nogil.send(self.fd, data)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):
+                self.sock.sendall(memoryview(data)[sent:])
 
     def send(self, message: list[Any]) -> None:
         self.send_bytes(self.encode(message))
