@@ -4,8 +4,8 @@ CPython releases the GIL around every socket call. For a call that cannot block 
 is non-blocking and poll() said it is ready) that buys nothing, and with dozens of handler
 threads each release hands the GIL to another thread and back: strace counted about 80
 futex calls per 4-RPC event. libc's send/recv called through ``ctypes.PyDLL`` keep the
-GIL for those few microseconds; the real waits (poll, epoll) still release it. ``send``
-passes MSG_DONTWAIT, so it cannot block even on a blocking socket (the -m worker channel).
+GIL for those few microseconds; the real waits (poll, epoll) still release it. Both pass
+MSG_DONTWAIT, so they cannot block even on a blocking socket (the -m worker channel).
 
 The functions are called without ``argtypes``: ctypes then passes an int, a bytes object
 and a buffer as they are, where declared argument types cost a ``from_param`` conversion
@@ -63,7 +63,7 @@ class Receiver:
         """The bytes available; None if there are none yet; b"" at end of file, and after
         an error (ECONNRESET, ...): the connection is over either way."""
         while True:
-            n: int = _recv(fd, self._buffer, self._size, 0)
+            n: int = _recv(fd, self._buffer, self._size, _MSG_DONTWAIT)
             if n >= 0:
                 return self._view[:n].tobytes()
             code = ctypes.get_errno()

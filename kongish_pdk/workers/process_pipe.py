@@ -40,6 +40,7 @@ class Pipe:
         self.sock = sock
         self.fd = sock.fileno()
         self._send_lock = threading.Lock()
+        self._receiver: nogil.Receiver | None = None  # for available(): the server's end only
         # No size limit (0 means 4 GiB): both ends are ours, and msgpack's default 100 MiB
         # would refuse a large body a plugin may legitimately send (kong.response.exit).
         # Frames from Kong keep their --max-frame-size limit in the protocol's decoder.
@@ -68,10 +69,12 @@ class Pipe:
         self.send_bytes(self.encode(message))
 
     def available(self) -> list[list[Any]]:
-        """The messages that have arrived, without waiting; EOFError once the peer is gone."""
-        try:
-            data = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
-        except BlockingIOError:
+        """The messages that have arrived, without waiting (and without releasing the GIL);
+        EOFError once the peer is gone."""
+        if self._receiver is None:
+            self._receiver = nogil.Receiver(RECV_SIZE)
+        data = self._receiver.recv(self.fd)
+        if data is None:
             return []
         if not data:
             raise EOFError("the other process closed the channel")
