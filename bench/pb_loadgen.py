@@ -37,7 +37,8 @@ def bench_answer(method: str) -> Any:
 
 
 class _Driver:
-    """Runs events back to back on ``concurrency`` virtual requests; counts finished ones."""
+    """Runs events back to back on ``concurrency`` virtual requests; counts finished ones
+    (``finished`` and ``errors`` count over the driver's life; each run returns its own)."""
 
     def __init__(self, concurrency: int) -> None:
         self.concurrency = concurrency
@@ -46,9 +47,16 @@ class _Driver:
         self.errors = 0
         self._active = 0
         self._stop_at = 0.0
+        self._to_start = 0  # events a run_events() may still start
 
     def begin(self) -> None:  # start one event (subclasses)
         raise NotImplementedError
+
+    def close(self) -> None:
+        for key in list(self.selector.get_map().values()):
+            if isinstance(key.fileobj, socket.socket):
+                key.fileobj.close()
+        self.selector.close()
 
     def done(self, ok: bool = True) -> None:
         self._active -= 1
@@ -56,24 +64,51 @@ class _Driver:
             self.finished += 1
         else:
             self.errors += 1
-        if time.monotonic() < self._stop_at:
+        if self._to_start > 0:
+            self._to_start -= 1
+            self._start(1)
+        elif time.monotonic() < self._stop_at:
+            self._start(1)
+
+    def run(self, seconds: float) -> int:
+        """The events that finished within ``seconds`` (those still in flight then finish
+        too, uncounted)."""
+        before = self.finished
+        self._stop_at = time.monotonic() + seconds
+        self._start(self.concurrency)
+        return self._serve(self._stop_at) - before
+
+    def run_events(self, events: int) -> int:
+        """Run exactly ``events`` events (``concurrency`` at a time) to their end; how many
+        finished without an error."""
+        before = self.finished
+        self._stop_at = 0.0
+        first = min(events, self.concurrency)
+        self._to_start = events - first
+        self._start(first)
+        self._serve(None)
+        return self.finished - before
+
+    def _start(self, events: int) -> None:
+        for _ in range(events):
             self._active += 1
             self.begin()
 
-    def run(self, seconds: float) -> int:
-        """Events finished in ``seconds`` (the ones in flight at the end finish, uncounted)."""
-        self._stop_at = time.monotonic() + seconds
-        for _ in range(self.concurrency):
-            self._active += 1
-            self.begin()
+    def _serve(self, count_at: float | None, patience: float = 60.0) -> int:
+        """Handle the server's answers until no event is in flight; ``finished`` as it was
+        at ``count_at`` (None: at the end). TimeoutError if the server goes quiet."""
         counted = None
-        deadline = self._stop_at + 60
+        quiet_since = time.monotonic()
         while self._active:
-            if counted is None and time.monotonic() >= self._stop_at:
+            now = time.monotonic()
+            if counted is None and count_at is not None and now >= count_at:
                 counted = self.finished
-            if time.monotonic() > deadline:
+            ready = self.selector.select(1.0)
+            if ready:
+                quiet_since = now
+            elif now - quiet_since > patience:
                 raise TimeoutError("the server stopped answering")
-            for key, _ in self.selector.select(1.0):
+            for key, _ in ready:
                 key.data()
         return self.finished if counted is None else counted
 

@@ -74,12 +74,15 @@ def measure(target: Target, plugin: str, seconds: float, warmup: float,
         try:
             load: Any = (ProtoBufLoad if target.protocol == "protobuf" else MsgPackLoad)(
                 path, concurrency)
-            load.start_instance(plugin, {"message": "bench"})
-            load.run(warmup)
-            cpu = tree_cpu_seconds(pid)
-            events = load.run(seconds)
-            cpu = tree_cpu_seconds(pid) - cpu
-            return events / seconds, cpu * 1e6 / max(events, 1)
+            try:
+                load.start_instance(plugin, {"message": "bench"})
+                load.run(warmup)
+                cpu = tree_cpu_seconds(pid)
+                events = load.run(seconds)  # this run's events only, not the warm-up's
+                cpu = tree_cpu_seconds(pid) - cpu
+                return events / seconds, cpu * 1e6 / max(events, 1)
+            finally:
+                load.close()
         finally:
             stop()
 
