@@ -1,6 +1,8 @@
 """Instructions per event under callgrind: a noise-free figure on a shared machine.
 
     .venv/bin/python bench/instructions.py [--small 300 --large 1300]
+    .venv/bin/python bench/instructions.py --plugin bench_ten "kongish threads" \
+        "kongish threads protobuf"
 
 Each server runs under ``valgrind --tool=callgrind`` twice, serving N1 and then N2 hello
 events (concurrency 16, same load generator); the difference of the two instruction totals
@@ -25,6 +27,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from loadgen import LoadGen
+from pb_loadgen import ProtoBufLoad
 from servers import OURS_FLAGS, PLUGINS, ROOT
 
 from support.incumbent import (
@@ -36,21 +39,42 @@ from support.incumbent import (
 )
 
 TOTAL = re.compile(r"Collected : (\d+)")
+RPCS = {"bench_hello": 4, "bench_ten": 11}  # per event: HandleEvent + one per PDK answer
+PROTOBUF = " protobuf"  # a kind ending so ("kongish threads protobuf") speaks ProtoBuf:1
 
 
 def _command(kind: str, prefix: Path) -> tuple[list[str], str]:
     if kind == "floor":
         sock = str(prefix / "floor.sock")
         return [sys.executable, str(BENCH / "floor_server.py"), sock], sock
-    mode = kind.rsplit(maxsplit=1)[-1]  # "kong-pdk gevent" -> "gevent"
+    protocol = ["--protocol", "protobuf"] if kind.endswith(PROTOBUF) else []
+    mode = kind.removesuffix(PROTOBUF).rsplit(maxsplit=1)[-1]  # "kong-pdk gevent" -> "gevent"
     if kind.startswith("kong-pdk"):
         cmd = server_command(kong_pdk_venv(), PLUGINS, prefix, *MODE_FLAGS[mode])
         return cmd, str(socket_path(prefix))
     return ([sys.executable, "-m", "kongish_pdk.cli", "-d", str(PLUGINS), "-p", str(prefix),
-             *OURS_FLAGS[mode]], str(prefix / "kongish_pluginserver.socket"))
+             *OURS_FLAGS[mode], *protocol], str(prefix / "kongish_pluginserver.socket"))
 
 
-def instructions(kind: str, events: int) -> int:
+def _drive(kind: str, sock: str, plugin: str, events: int) -> None:
+    """Run exactly ``events`` events of ``plugin``, 16 at a time, in the kind's protocol."""
+    if kind.endswith(PROTOBUF):
+        pb_load = ProtoBufLoad(sock, 16)
+        try:
+            pb_load.start_instance(plugin, {})
+            pb_load.run_events(events)
+        finally:
+            pb_load.close()
+        return
+    load = LoadGen(sock, 16)
+    try:
+        iid = load.start_instance(plugin, {})
+        load.drive(iid, "access", events=events)
+    finally:
+        load.close()
+
+
+def instructions(kind: str, events: int, plugin: str = "bench_hello") -> int:
     prefix = Path(tempfile.mkdtemp(prefix="callgrind-"))
     command, sock = _command(kind, prefix)
     proc = subprocess.Popen(
@@ -60,12 +84,7 @@ def instructions(kind: str, events: int) -> int:
     try:
         # start-up under valgrind takes seconds
         wait_for_socket(Path(sock), proc, 300, f"{kind} under valgrind")
-        load = LoadGen(sock, 16)
-        try:
-            iid = load.start_instance("bench_hello", {})
-            load.drive(iid, "access", events=events)
-        finally:
-            load.close()
+        _drive(kind, sock, plugin, events)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=300)
     except BaseException as exc:
@@ -88,17 +107,21 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", type=int, default=300)
     parser.add_argument("--large", type=int, default=1300)
+    parser.add_argument("--plugin", choices=sorted(RPCS), default="bench_hello")
     parser.add_argument("kinds", nargs="*", default=[
         "floor", "kongish threads", "kongish gevent", "kong-pdk threads", "kong-pdk gevent"])
     args = parser.parse_args()
     print("| server | instructions per event | per RPC | vs floor |\n|---|---:|---:|---:|")
     floor = None
+    rpcs = RPCS[args.plugin]
     for kind in args.kinds:
-        per_event = (instructions(kind, args.large) - instructions(kind, args.small)) / (
-            args.large - args.small)
+        if kind == "floor" and args.plugin != "bench_hello":
+            parser.error("the floor server answers bench_hello's calls only")
+        per_event = (instructions(kind, args.large, args.plugin)
+                     - instructions(kind, args.small, args.plugin)) / (args.large - args.small)
         floor = per_event if kind == "floor" else floor
         versus = f"{per_event / floor:.2f}x" if floor else ""
-        print(f"| {kind} | {per_event:,.0f} | {per_event / 4:,.0f} | {versus} |", flush=True)
+        print(f"| {kind} | {per_event:,.0f} | {per_event / rpcs:,.0f} | {versus} |", flush=True)
     return 0
 
 
