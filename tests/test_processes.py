@@ -18,6 +18,7 @@ import pytest
 
 from kongish_pdk.testing import KongClient, ServerProcess
 from kongish_pdk.testing.kong_client import Connection
+from kongish_pdk.workers.process_pipe import Pipe
 
 from conftest import EXAMPLES, TEST_PLUGINS
 from support.events import set_headers
@@ -264,3 +265,24 @@ def test_a_body_over_100_mib_crosses_the_worker_channel(start) -> None:
         del reply, body
         assert set_headers(kong, normal, lambda m, a: "h")["x-hello"] == "hello h"
     assert "exited" not in server.log  # no worker was lost to it
+
+
+def test_a_closed_channel_never_writes_to_a_reused_descriptor() -> None:
+    # A dead worker's events get Steps until they are failed; sending them must fail, not
+    # land in the socket (maybe a gateway connection) that now has the channel's number.
+    ours, theirs = socket.socketpair()
+    pipe = Pipe(ours)
+    number = pipe.fd
+    pipe.close()
+    newcomer, peer = socket.socketpair()
+    try:
+        assert number in (newcomer.fileno(), peer.fileno())  # the number was reused
+        with pytest.raises(OSError):
+            pipe.send([3, 7, "value", None])
+        for sock in (newcomer, peer):
+            sock.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                sock.recv(100)
+    finally:
+        for sock in (theirs, newcomer, peer):
+            sock.close()

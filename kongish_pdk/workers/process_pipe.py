@@ -92,4 +92,10 @@ class Pipe:
             self._unpacker.feed(data)
 
     def close(self) -> None:
-        self.sock.close()
+        """Close the channel. ``fd`` becomes -1 first, in the send lock: a send that comes
+        later fails (EBADF) instead of reaching whatever socket reuses the descriptor number,
+        and one in progress finishes (or fails) before."""
+        with self._send_lock:
+            self.fd = -1
+            self.sock.close()
+        self._receiver = None  # a dead worker's Pipe may stay referenced; its buffer need not

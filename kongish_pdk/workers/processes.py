@@ -219,9 +219,9 @@ class ProcessExecutor:
             waiting = self._take_pending(child)
         assert self._loop is not None
         self._loop.unwatch(child.pipe.fd)
-        child.pipe.close()
-        if kill:
+        if kill:  # first: a send blocked on its full channel then fails and lets close() in
             child.process.kill()
+        child.pipe.close()
         try:
             threading.Thread(target=self._replace, args=(child, orphans, waiting),
                              name="kongish-replace-worker", daemon=True).start()
