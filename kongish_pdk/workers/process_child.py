@@ -228,9 +228,14 @@ class WorkerProcess:
             self.executor.abort(event, waiting)
         elif queued:
             # No handler will ever report its end, and the server counts it in flight here
-            # until told (the runtime already finished it, so this answers nobody).
-            with contextlib.suppress(OSError):  # the server is gone: serve() ends on it
-                self.pipe.send([msg.RETURN, event_id])
+            # until told (the runtime already finished it, so this answers nobody). From the
+            # pool, like every other answer: the reader must never block on a full channel
+            # while the server blocks sending into this worker's full one.
+            self.pool.submit(self._send_quietly, [msg.RETURN, event_id])
+
+    def _send_quietly(self, message: list[Any]) -> None:
+        with contextlib.suppress(OSError):  # the server is gone: serve() ends on it
+            self.pipe.send(message)
 
     def _unqueue_locked(self, event_id: int) -> bool:
         """Drop an event waiting for its Plugin object; False if none waits (hold the lock)."""
