@@ -246,12 +246,12 @@ class WorkerProcess:
 
     def _destroy(self, request_id: int, instance_id: int) -> None:
         with self._lock:
-            self.configs.pop(instance_id, None)
-            instance = self.instances.pop(instance_id, None)
             building = self.building.get(instance_id)
             if building is not None:  # _build closes the object once __init__ returns
-                building.destroys.append(request_id)
+                building.destroys.append(request_id)  # (and drops the config it still needs)
                 return
+            self.configs.pop(instance_id, None)
+            instance = self.instances.pop(instance_id, None)
 
         def destroy() -> None:
             if instance is not None:
