@@ -43,10 +43,6 @@ class FrameDecoder:
     def feed_one(self, data: bytes) -> bytes | None:
         """The one frame ``data`` completes (None while it is incomplete): for a peer that
         answers in lockstep. More than one frame is a :class:`FrameError`."""
-        if not self._buffer and len(data) >= 4:  # the usual case: exactly one whole frame
-            (size,) = _LENGTH.unpack_from(data)
-            if size == len(data) - 4 and size <= self._max_frame:
-                return data[4:]
         payloads = self.feed(data)
         if not payloads:
             return None

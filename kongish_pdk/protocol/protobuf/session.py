@@ -324,7 +324,7 @@ def _encode_call(method: str, args: list[Any]) -> tuple[calls.PBCall, bytes]:
 
     Raises NotCarried/TypeError/ValueError, which reach the plugin's own PDK call.
     """
-    call = calls.CALLS.get(method) or calls.lookup(method)  # lookup: the error if missing
+    call = calls.lookup(method)
     return call, call.name_frame + frame(call.encode(method, args))
 
 
