@@ -25,9 +25,10 @@ from kongish_pdk.workers.base import Session
 
 log = logging.getLogger("kongish_pdk.server")
 
-# CPython allocates the requested size for every recv() and shrinks it afterwards; above
-# malloc's mmap threshold (128 KiB) that costs an mmap/munmap pair per call, about 10x the
-# syscall itself. 64 KiB reads stay cheap; large frames just take several reads.
+# CPython allocates the requested size for every socket.recv()/os.read() and shrinks it
+# afterwards (gevent's reads, a worker's channel); above malloc's mmap threshold (128 KiB)
+# that costs an mmap/munmap pair per call, about 10x the syscall itself. nogil.Receiver
+# reuses one buffer of this size. Large frames just take several reads.
 RECV_SIZE = 64 * 1024
 WRITE_TIMEOUT = 60.0  # Kong gives up after 60 s too
 

@@ -1,4 +1,4 @@
-"""send/recv that never block, without releasing the GIL (the threads mode's hot path).
+"""send/recv that never block, without releasing the GIL (the I/O of threads and -m modes).
 
 CPython releases the GIL around every socket call. For a call that cannot block (the socket
 is non-blocking and poll() said it is ready) that buys nothing, and with dozens of handler

@@ -178,8 +178,9 @@ class ServerProcess:
             raise ServerError(f"server {self.pid} still running after {timeout}s:\n"
                               f"{self.log}") from None
 
-    def stop(self, timeout: float = 5.0) -> int | None:
-        """SIGTERM, then SIGKILL if it does not exit in ``timeout`` seconds."""
+    def stop(self, timeout: float = 5.0) -> int:
+        """SIGTERM, then SIGKILL if it does not exit in ``timeout`` seconds; its exit status.
+        ServerError if it is still running even after the SIGKILL."""
         if self.proc.poll() is None:
             self.signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):

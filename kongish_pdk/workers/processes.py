@@ -4,7 +4,7 @@ The server process keeps the socket, the protocol and the runtime (one I/O threa
 threads mode); ``ProcessExecutor`` sends each event to the least busy worker and routes its
 Steps there, wherever they arrived. Plugin state is per worker (see ``process_child``).
 A worker that dies is replaced (off the I/O thread), and its events are finished with an
-error at once.
+error once it is reaped, right after its replacement starts.
 """
 
 from __future__ import annotations
