@@ -109,19 +109,6 @@ def _import(candidate: Candidate) -> types.ModuleType:
         raise PluginLoadError(str(candidate.path), f"import failed:\n{detail}") from None
 
 
-def load_module_plugin(name: str, module: types.ModuleType, source: str) -> PluginSpec:
-    """The spec of a module that defines ``Plugin`` (directory plugins and -m workers)."""
-    return build_spec(
-        name=name,
-        cls=module.Plugin,
-        version=getattr(module, "version", None),
-        priority=getattr(module, "priority", 0),
-        schema=getattr(module, "Schema", None),
-        source=source,
-        modtime=os.stat(source).st_mtime,
-    )
-
-
 def _import_file(path: str | os.PathLike[str]) -> tuple[Candidate, types.ModuleType]:
     """Import one ``.py`` file or package folder as the server would, Plugin or helper.
 
@@ -144,10 +131,9 @@ def load_file(path: str | os.PathLike[str]) -> PluginSpec:
 
     See :func:`_import_file`. Used by the testing kit.
     """
-    candidate, module = _import_file(path)
-    spec = _spec_of(candidate, module)
+    spec = load_plugin_file(path)
     if spec is None:
-        raise PluginLoadError(str(candidate.path), "defines no class Plugin")
+        raise PluginLoadError(str(path), "defines no class Plugin")
     return spec
 
 
@@ -158,9 +144,19 @@ def load_plugin_file(path: str | os.PathLike[str]) -> PluginSpec | None:
 
 
 def _spec_of(candidate: Candidate, module: types.ModuleType) -> PluginSpec | None:
+    """The spec of an imported module that defines ``Plugin``; None for a helper module."""
     if not hasattr(module, "Plugin"):
         return None
-    return load_module_plugin(candidate.name, module, str(candidate.path))
+    source = str(candidate.path)
+    return build_spec(
+        name=candidate.name,
+        cls=module.Plugin,
+        version=getattr(module, "version", None),
+        priority=getattr(module, "priority", 0),
+        schema=getattr(module, "Schema", None),
+        source=source,
+        modtime=os.stat(source).st_mtime,
+    )
 
 
 def load_directory(directory: str | os.PathLike[str]) -> list[PluginSpec]:
