@@ -23,6 +23,7 @@ from kongish_pdk.workers.process_pipe import Pipe
 from conftest import EXAMPLES, TEST_PLUGINS
 from support.events import set_headers
 from support.procstat import process_tree, resources
+from support.waiting import wait_until
 
 
 def test_state_persists_per_worker_and_one_instance_uses_every_worker(start) -> None:
@@ -93,9 +94,8 @@ def test_events_racing_a_slow_init_share_one_object_built_from_the_config(start,
         gate.listen()
         gate.settimeout(30)
         runs = [pool.submit(set_headers, kong, iid, held) for _ in range(4)]
-        deadline = time.monotonic() + 10
-        while kong.call("plugin.GetStatus")["Events"] < 4:  # all four sent to a worker
-            assert time.monotonic() < deadline, "the events did not all start"
+        wait_until(lambda: kong.call("plugin.GetStatus")["Events"] >= 4,  # all four sent out
+                   what="start of all four events")
         # Two by two (least busy): the other worker got its first event with the config and
         # its second without, while the first one's __init__ is held at the gate. One more
         # event each, read after those (a worker reads its channel in order), tells when both
