@@ -4,8 +4,9 @@
     .venv/bin/python bench/instructions.py --plugin bench_ten "kongish threads" \
         "kongish threads protobuf"
 
-Each server runs under ``valgrind --tool=callgrind`` twice, serving N1 and then N2 hello
-events (concurrency 16, same load generator); the difference of the two instruction totals
+Each server runs under ``valgrind --tool=callgrind`` twice, serving N1 and then N2 events of
+``--plugin`` (concurrency 16; loadgen.py's client for MsgPack:1, pb_loadgen.py's for a kind
+ending in " protobuf"); the difference of the two instruction totals
 divided by N2 - N1 is the cost of one event with start-up and shutdown cancelled out.
 It counts user-space instructions only: kernel time and thread switching, which the
 events/s and CPU-time figures of ``run.py`` include, are not in it.
@@ -62,14 +63,16 @@ def _drive(kind: str, sock: str, plugin: str, events: int) -> None:
         pb_load = ProtoBufLoad(sock, 16)
         try:
             pb_load.start_instance(plugin, {})
-            pb_load.run_events(events)
+            if pb_load.run_events(events) != events:
+                raise RuntimeError(f"{kind}: {pb_load.errors} events failed")
         finally:
             pb_load.close()
         return
     load = LoadGen(sock, 16)
     try:
         iid = load.start_instance(plugin, {})
-        load.drive(iid, "access", events=events)
+        if (errors := load.drive(iid, "access", events=events).errors):
+            raise RuntimeError(f"{kind}: {errors} events failed")
     finally:
         load.close()
 
@@ -114,9 +117,12 @@ def main() -> int:
     print("| server | instructions per event | per RPC | vs floor |\n|---|---:|---:|---:|")
     floor = None
     rpcs = RPCS[args.plugin]
-    for kind in args.kinds:
+    for kind in args.kinds:  # all checked before minutes under valgrind
         if kind == "floor" and args.plugin != "bench_hello":
             parser.error("the floor server answers bench_hello's calls only")
+        if kind.startswith("kong-pdk") and kind.endswith(PROTOBUF):
+            parser.error("kong-pdk speaks MsgPack:1 only")
+    for kind in args.kinds:
         per_event = (instructions(kind, args.large, args.plugin)
                      - instructions(kind, args.small, args.plugin)) / (args.large - args.small)
         floor = per_event if kind == "floor" else floor

@@ -77,10 +77,13 @@ def measure(target: Target, plugin: str, seconds: float, warmup: float,
             try:
                 load.start_instance(plugin, {"message": "bench"})
                 load.run(warmup)
-                cpu = tree_cpu_seconds(pid)
+                cpu, finished, errors = tree_cpu_seconds(pid), load.finished, load.errors
                 events = load.run(seconds)  # this run's events only, not the warm-up's
                 cpu = tree_cpu_seconds(pid) - cpu
-                return events / seconds, cpu * 1e6 / max(events, 1)
+                if load.errors != errors:
+                    raise RuntimeError(f"{target.name}: {load.errors - errors} events failed")
+                # CPU up to the last event's end, so per event over every event it served
+                return events / seconds, cpu * 1e6 / max(load.finished - finished, 1)
             finally:
                 load.close()
         finally:
