@@ -69,6 +69,8 @@ SCENARIOS = {
     "cpu": Scenario("cpu", "bench_cpu", 3, 8, (
         ("kongish threads", _ours("threads")),
         ("kongish processes", _ours("processes", "--workers", "2")),
+        # The same, with the workers at the server's priority: what --worker-nice buys.
+        ("kongish nice-0 processes", _ours("processes", "--workers", "2", "--worker-nice", "0")),
         ("kong-pdk processes", _incumbent("processes")),
         ("kong-pdk threads", _incumbent("threads")),
     ), note="about 2 ms of pure-Python work per event, concurrency 8",

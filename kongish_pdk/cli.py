@@ -26,7 +26,7 @@ from kongish_pdk.protocol.framing import DEFAULT_MAX_FRAME
 from kongish_pdk.runtime.runtime import FAIL_CLOSED, PASS, RuntimeOptions
 from kongish_pdk.server.lifecycle import ParentWatch, die_with_parent
 from kongish_pdk.server.listener import ListenerError
-from kongish_pdk.workers import affinity
+from kongish_pdk.workers import affinity, priority
 from kongish_pdk.workers.base import Worker
 from kongish_pdk.workers.processes import START_METHODS
 
@@ -45,6 +45,18 @@ def _octal(text: str) -> int:
     if not 0 <= mode <= 0o777:
         raise argparse.ArgumentTypeError(f"{text!r} is not a permission mode")
     return mode
+
+
+def _nice(text: str) -> int:
+    try:
+        steps = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if steps not in priority.WORKER_NICE_RANGE:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is out of range: workers can be 0 to 19 nice steps below the server, "
+            "never above it")
+    return steps
 
 
 def _positive(kind: type) -> Any:
@@ -122,6 +134,13 @@ def build_parser(dedicated: str | None = None) -> argparse.ArgumentParser:
                           "GIL never uses more than one core, and pinned, its hand-offs stay "
                           "on one. gevent runs on one thread and is left alone. off leaves "
                           "placement to the kernel (default auto)")
+    run.add_argument("--worker-nice", type=_nice, default=priority.DEFAULT_WORKER_NICE,
+                     metavar="N",
+                     help="-m: run the workers N nice steps (0-19) below the server process, "
+                          "which relays every PDK call between Kong and them, so that a "
+                          "worker's long computation gives way to the relay and to Kong at "
+                          f"once (default {priority.DEFAULT_WORKER_NICE}; 0 = the server's "
+                          "priority)")
     run.add_argument("--start-method", choices=START_METHODS, default="forkserver",
                      help="-m: how worker processes start (default forkserver; plugins are "
                           "loaded again in each worker, so all three work)")
@@ -168,7 +187,8 @@ def _make_worker(args: argparse.Namespace, source: PluginSource) -> Worker:
 
         return ProcessWorker(source, workers=args.workers, threads=args.threads,
                              start_method=args.start_method,
-                             cpu_affinity=args.cpu_affinity, verbosity=args.verbose,
+                             cpu_affinity=args.cpu_affinity, nice=args.worker_nice,
+                             verbosity=args.verbose,
                              log_format=args.log_format,
                              call_check=protocols.call_check(args.protocol))
     from kongish_pdk.workers.threads import ThreadWorker

@@ -1,4 +1,6 @@
-"""--cpu-affinity: each process that runs handlers stays on one CPU (workers/affinity.py)."""
+"""Where handlers run: each process that runs them stays on one CPU (--cpu-affinity,
+workers/affinity.py), and -m's workers a few nice steps below the server (--worker-nice,
+workers/priority.py)."""
 
 from __future__ import annotations
 
@@ -53,6 +55,29 @@ def test_affinity_off_leaves_workers_on_every_usable_cpu(start) -> None:
     with KongClient(server.socket_path) as kong:
         for pid in worker_pids(kong, 2):
             assert cpus_of(pid) == os.sched_getaffinity(server.pid)
+
+
+def expected_nice(server_pid: int, steps: int) -> int:
+    return min(os.getpriority(os.PRIO_PROCESS, server_pid) + steps, 19)  # 19 is the floor
+
+
+@pytest.mark.parametrize("steps", [None, 0, 7])
+def test_workers_and_their_replacements_run_nice_steps_below_the_server(start, steps) -> None:
+    flags = () if steps is None else ("--worker-nice", str(steps))
+    server = start(TEST_PLUGINS, "-m", "--workers", "2", *flags)
+    wanted = expected_nice(server.pid, 5 if steps is None else steps)
+    assert os.getpriority(os.PRIO_PROCESS, server.pid) < wanted or steps == 0
+    with KongClient(server.socket_path) as kong:
+        workers = worker_pids(kong, 2)
+        assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in workers} == {wanted}
+        crasher = kong.start_instance("crasher")
+        kong.step(kong.handle_event(crasher, "access")["EventId"], "yes")
+        server.wait_for(r"worker process \d+ exited")
+        (replacement,) = worker_pids(kong, 2) - workers
+        assert os.getpriority(os.PRIO_PROCESS, replacement) == wanted
+    if steps != 0:
+        server.wait_for(rf"started 2 worker processes .*, {5 if steps is None else steps} "
+                        "nice steps below the server")
 
 
 def test_default_worker_count_is_the_cpus_the_server_may_use(start) -> None:

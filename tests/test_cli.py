@@ -139,7 +139,7 @@ def test_version_and_help() -> None:
                  "--on-plugin-error", "--event-timeout", "--instance-idle-timeout",
                  "--log-format", "--threads", "--workers", "--lua-style", "--no-lua-style",
                  "--listen-queue-size", "--gevent", "--multiprocessing", "--start-method",
-                 "--cpu-affinity"):
+                 "--cpu-affinity", "--worker-nice"):
         assert flag in helptext, flag
 
 
@@ -153,6 +153,13 @@ def test_kong_pdk_command_lines_are_accepted(start, tmp_path: Path) -> None:
 def test_gevent_and_processes_flags_exclude_each_other() -> None:
     done = run(*SERVER, "-d", str(TEST_PLUGINS), "-g", "-m")
     assert done.returncode == 2 and "not allowed with argument" in done.stderr
+
+
+@pytest.mark.parametrize(("value", "why"), [("-1", "never above it"), ("20", "out of range"),
+                                             ("x", "not a whole number")])
+def test_worker_nice_outside_0_to_19_is_refused(value: str, why: str) -> None:
+    done = run(*SERVER, "-d", str(TEST_PLUGINS), "-m", "--worker-nice", value)
+    assert done.returncode == 2 and why in done.stderr and "--worker-nice" in done.stderr
 
 
 def test_single_file_server_defaults_to_kongs_socket_name(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from kongish_pdk.server.memory import MemoryTrimmer
 from kongish_pdk.workers import process_pipe as msg
 from kongish_pdk.workers.affinity import pin_process
 from kongish_pdk.workers.pool import LockSlot, ThreadPool
+from kongish_pdk.workers.priority import lower_priority
 from kongish_pdk.workers.process_pipe import Pipe
 
 log = logging.getLogger("kongish_pdk.workers")
@@ -52,6 +53,7 @@ class ChildOptions:
     # its call here, as in the in-process modes. A module-level function: it pickles by
     # reference (spawn, forkserver), so the worker imports its module as it unpickles this.
     call_check: CallCheck | None = None
+    nice: int = 0  # nice steps below the server (workers/priority.py)
 
 
 class _NoReply:
@@ -267,6 +269,7 @@ def main(conn: socket.socket, options: ChildOptions, cpu: int | None) -> None:
     die_with_parent(signal.SIGKILL)  # no server, no reason to live
     logsetup.configure(options.verbosity, options.log_format)
     pin_process(cpu)  # before the pipe reader and handler threads exist
+    lower_priority(options.nice)
     pipe = Pipe(conn)
     try:
         specs = options.source.load()

@@ -31,6 +31,7 @@ from kongish_pdk.workers import process_pipe as msg
 from kongish_pdk.workers.affinity import usable_cpus, worker_cpus
 from kongish_pdk.workers.loop_worker import IOLoopWorker
 from kongish_pdk.workers.pool import LockSlot, ThreadPool
+from kongish_pdk.workers.priority import DEFAULT_WORKER_NICE
 from kongish_pdk.workers.process_pipe import Pipe
 from kongish_pdk.workers.threads import DEFAULT_THREADS
 
@@ -93,9 +94,11 @@ class ProcessExecutor:
     def start_workers(self) -> None:
         for index in range(len(self._cpus)):
             self._children.append(self._spawn(index))
-        log.info("started %d worker processes (%s)", len(self._cpus), ", ".join(
+        nice = self._options.nice
+        log.info("started %d worker processes (%s)%s", len(self._cpus), ", ".join(
             f"{c.pid}" + ("" if cpu is None else f" on CPU {cpu}")
-            for c, cpu in zip(self._children, self._cpus, strict=True)))
+            for c, cpu in zip(self._children, self._cpus, strict=True)),
+            f", {nice} nice steps below the server" if nice else "")
 
     def _spawn(self, index: int) -> _Child:
         """Start a worker process; raises (and leaks no descriptor) if it cannot."""
@@ -363,12 +366,13 @@ class ProcessWorker(IOLoopWorker):
 
     def __init__(self, source: PluginSource, *, workers: int | None = None,
                  threads: int | None = None, start_method: str = "forkserver",
-                 cpu_affinity: str = "auto",
+                 cpu_affinity: str = "auto", nice: int = DEFAULT_WORKER_NICE,
                  verbosity: int = 0, log_format: str = "text",
                  call_check: CallCheck | None = None) -> None:
         super().__init__()
         self.workers = workers or len(usable_cpus())
         self._cpu_affinity = cpu_affinity
+        self._nice = nice
         self._source = source
         self._threads = threads or DEFAULT_THREADS
         self._start_method = start_method
@@ -378,7 +382,8 @@ class ProcessWorker(IOLoopWorker):
 
     def create_executor(self, lua_style: bool) -> Executor:
         options = process_child.ChildOptions(self._source, self._threads, lua_style,
-                                             *self._logging, call_check=self._call_check)
+                                             *self._logging, call_check=self._call_check,
+                                             nice=self._nice)
         self._executor = ProcessExecutor(options, self._start_method,
                                          worker_cpus(self.workers, self._cpu_affinity))
         self._executor.start_workers()
