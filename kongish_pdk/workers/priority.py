@@ -20,7 +20,8 @@ WORKER_NICE_RANGE = range(20)  # 0 (the server's priority) to 19 (the lowest)
 def lower_priority(steps: int) -> None:
     """Make this process ``steps`` nice steps less favoured (0: leave it alone).
 
-    Lowering needs no privilege; the kernel stops at 19 by itself.
+    Call it before the process starts threads: Linux keeps a nice value per thread, and a new
+    thread inherits its creator's. Lowering needs no privilege; the kernel stops at 19.
     """
     if steps:
         os.nice(steps)
