@@ -35,7 +35,7 @@ from pb_loadgen import MsgPackLoad, ProtoBufLoad
 from kongish_pdk.testing import start_server
 from tests.support import incumbent as incumbent_server
 from tests.support.incumbent import socket_path
-from tests.support.procstat import tree_cpu_seconds
+from tests.support.procstat import host_cpu_ticks, tree_cpu_seconds
 
 PLUGINS = BENCH / "plugins"
 RESULTS = BENCH / "results"
@@ -67,8 +67,9 @@ def incumbent(mode: str) -> Callable[[Path], tuple[int, str, Callable[[], None]]
 
 
 def measure(target: Target, plugin: str, seconds: float, warmup: float,
-            concurrency: int) -> tuple[float, float]:
-    """(events per second, server CPU microseconds per event)."""
+            concurrency: int) -> tuple[float, float, float]:
+    """(events per second, server CPU microseconds per event, share of the host's CPU time
+    stolen for other guests meanwhile)."""
     with tempfile.TemporaryDirectory(prefix="kb-") as tmp:
         pid, path, stop = target.start(Path(tmp))
         try:
@@ -78,12 +79,15 @@ def measure(target: Target, plugin: str, seconds: float, warmup: float,
                 load.start_instance(plugin, {"message": "bench"})
                 load.run(warmup)
                 cpu, finished, errors = tree_cpu_seconds(pid), load.finished, load.errors
+                host = host_cpu_ticks()
                 events = load.run(seconds)  # this run's events only, not the warm-up's
                 cpu = tree_cpu_seconds(pid) - cpu
+                stolen, total = (b - a for a, b in zip(host, host_cpu_ticks(), strict=True))
                 if load.errors != errors:
                     raise RuntimeError(f"{target.name}: {load.errors - errors} events failed")
                 # CPU up to the last event's end, so per event over every event it served
-                return events / seconds, cpu * 1e6 / max(load.finished - finished, 1)
+                return (events / seconds, cpu * 1e6 / max(load.finished - finished, 1),
+                        stolen / max(total, 1))
             finally:
                 load.close()
         finally:
@@ -114,12 +118,13 @@ def main() -> int:
         order = targets if r % 2 == 0 else targets[::-1]
         for plugin in args.plugins.split(","):
             for target in order:
-                rate, cpu = measure(target, plugin, args.seconds, args.warmup,
-                                    args.concurrency)
+                rate, cpu, steal = measure(target, plugin, args.seconds, args.warmup,
+                                           args.concurrency)
                 rates.setdefault(plugin, {}).setdefault(target.name, []).append(rate)
                 cpus.setdefault(plugin, {}).setdefault(target.name, []).append(cpu)
                 print(f"round {r + 1} {plugin:11} {target.name:19} {rate:7.0f} events/s "
-                      f"{cpu:6.0f} server-CPU-us/event", flush=True)
+                      f"{cpu:6.0f} server-CPU-us/event  {steal:4.0%} of the host stolen",
+                      flush=True)
 
     summary: dict[str, Any] = {"args": vars(args), "rates": rates, "cpu_us": cpus,
                                "median_rates": {}, "median_cpu_us": {}, "ratios": {}}

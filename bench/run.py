@@ -5,9 +5,11 @@
     .venv/bin/python bench/run.py --rounds 5 --seconds 4
 
 Each round starts every server afresh, warms it up, then measures events/s, latency and the
-server's own CPU time per event (utime+stime from /proc, its worker processes included).
-Servers alternate within a round and the tables show medians over rounds, because this
-machine is shared and noisy. kong-pdk 0.36 is installed in its own venv under .cache/.
+server's own CPU time per event (utime+stime from /proc, its worker processes included),
+and how much of the host's CPU time the hypervisor gave other guests meanwhile ("steal":
+a round with much of it says more about the neighbours than about the server). Servers
+alternate within a round and the tables show medians over rounds, because this machine is
+shared and noisy. kong-pdk 0.36 is installed in its own venv under .cache/.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import LoadGen
 from servers import Running, floor, incumbent, ours
+
+from support.procstat import host_cpu_ticks
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -92,6 +96,7 @@ class Sample:
     p99_ms: float
     cpu_ms_per_event: float
     wall_s: float
+    steal: float  # share of the host's CPU time other guests took meanwhile (0-1)
 
 
 def measure(scenario: Scenario, start: Callable[[], Running], seconds: float) -> Sample:
@@ -102,21 +107,22 @@ def measure(scenario: Scenario, start: Callable[[], Running], seconds: float) ->
             iid = load.start_instance(scenario.plugin, {})
             if scenario.batch:
                 load.drive(iid, "access", events=scenario.concurrency)  # threads warm up
-                cpu0 = server.cpu()
+                cpu0, host0 = server.cpu(), host_cpu_ticks()
                 result = load.drive(iid, "access", events=scenario.batch)
             else:
                 load.drive(iid, "access", seconds=min(1.0, seconds / 2))
-                cpu0 = server.cpu()
+                cpu0, host0 = server.cpu(), host_cpu_ticks()
                 result = load.drive(iid, "access", seconds=seconds)
-            cpu = server.cpu() - cpu0
+            cpu, host1 = server.cpu() - cpu0, host_cpu_ticks()
         finally:
             load.close()
     finally:
         server.stop()
     if result.errors:
         raise RuntimeError(f"{server.name}: {result.errors} errors")
+    stolen, total = host1[0] - host0[0], host1[1] - host0[1]
     return Sample(result.rate, result.percentile(50) * 1000, result.percentile(99) * 1000,
-                  cpu / max(result.events, 1) * 1000, result.seconds)
+                  cpu / max(result.events, 1) * 1000, result.seconds, stolen / max(total, 1))
 
 
 def run(scenario: Scenario, rounds: int, seconds: float) -> dict[str, list[Sample]]:
@@ -125,8 +131,9 @@ def run(scenario: Scenario, rounds: int, seconds: float) -> dict[str, list[Sampl
         order = scenario.servers if r % 2 == 0 else tuple(reversed(scenario.servers))
         for name, start in order:
             samples[name].append(measure(scenario, start, seconds))
-            print(f"  round {r + 1}: {name:20s} {samples[name][-1].rate:9.0f} ev/s",
-                  file=sys.stderr, flush=True)
+            sample = samples[name][-1]
+            print(f"  round {r + 1}: {name:24s} {sample.rate:9.0f} ev/s  "
+                  f"{sample.steal:4.0%} of the host stolen", file=sys.stderr, flush=True)
     return samples
 
 
@@ -137,8 +144,8 @@ def median(samples: list[Sample], attr: str) -> float:
 def table(scenario: Scenario, samples: dict[str, list[Sample]]) -> str:
     head = (f"### {scenario.name}: {scenario.note}\n\n"
             "| server | events/s | p50 ms | p99 ms | server CPU ms/event | CPU µs/RPC |"
-            + (" batch wall s |" if scenario.batch else "") + " vs kong-pdk (same mode) |\n"
-            "|---|---:|---:|---:|---:|---:|" + ("---:|" if scenario.batch else "") + "---|\n")
+            + (" batch wall s |" if scenario.batch else "") + " steal | vs kong-pdk (same mode) |\n"
+            "|---|---:|---:|---:|---:|---:|" + ("---:|" if scenario.batch else "") + "---:|---|\n")
     rows = []
     for name, runs in samples.items():
         rate, cpu = median(runs, "rate"), median(runs, "cpu_ms_per_event")
@@ -157,7 +164,8 @@ def table(scenario: Scenario, samples: dict[str, list[Sample]]) -> str:
         rows.append(
             f"| {name} | {rate:.0f} | {median(runs, 'p50_ms'):.2f} | {median(runs, 'p99_ms'):.2f}"
             f" | {cpu:.3f} | {cpu / scenario.rpcs * 1000:.1f} |"
-            + (f" {median(runs, 'wall_s'):.2f} |" if scenario.batch else "") + f" {versus} |")
+            + (f" {median(runs, 'wall_s'):.2f} |" if scenario.batch else "")
+            + f" {median(runs, 'steal'):.0%} | {versus} |")
     return head + "\n".join(rows) + "\n" + paired_ratios(scenario, samples)
 
 

@@ -1,5 +1,5 @@
-"""Open file descriptors, resident memory and CPU time of a process and its descendants
-(/proc)."""
+"""Open file descriptors, resident memory and CPU time of a process and its descendants, and
+the CPU time other guests took from this machine (/proc)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,15 @@ def tree_cpu_seconds(pid: int) -> float:
             continue
         ticks += int(fields[11]) + int(fields[12])  # utime, stime (after the comm field)
     return ticks / TICK
+
+
+def host_cpu_ticks() -> tuple[int, int]:
+    """(ticks stolen by the hypervisor for other guests, all ticks), summed over the CPUs
+    since boot. Between two readings: the share of the machine a benchmark did not get."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]  # the "cpu" line: all CPUs
+    # user nice system idle iowait irq softirq steal (guest times are inside user and nice)
+    return fields[7], sum(fields[:8])
 
 
 def resources(pids: list[int]) -> tuple[int, int]:
