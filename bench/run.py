@@ -75,6 +75,8 @@ SCENARIOS = {
         ("kongish processes", _ours("processes", "--workers", "2")),
         # The same, with the workers at the server's priority: what --worker-nice buys.
         ("kongish nice-0 processes", _ours("processes", "--workers", "2", "--worker-nice", "0")),
+        # One worker more than the CPUs: fills a CPU while a worker's events wait for Kong.
+        ("kongish 3-workers processes", _ours("processes", "--workers", "3")),
         ("kong-pdk processes", _incumbent("processes")),
         ("kong-pdk threads", _incumbent("threads")),
     ), note="about 2 ms of pure-Python work per event, concurrency 8",
