@@ -35,7 +35,7 @@ from pb_loadgen import MsgPackLoad, ProtoBufLoad
 from kongish_pdk.testing import start_server
 from tests.support import incumbent as incumbent_server
 from tests.support.incumbent import socket_path
-from tests.support.procstat import host_cpu_ticks, tree_cpu_seconds
+from tests.support.procstat import host_cpu_ticks, stolen_since, tree_cpu_seconds
 
 PLUGINS = BENCH / "plugins"
 RESULTS = BENCH / "results"
@@ -82,12 +82,11 @@ def measure(target: Target, plugin: str, seconds: float, warmup: float,
                 host = host_cpu_ticks()
                 events = load.run(seconds)  # this run's events only, not the warm-up's
                 cpu = tree_cpu_seconds(pid) - cpu
-                stolen, total = (b - a for a, b in zip(host, host_cpu_ticks(), strict=True))
+                steal = stolen_since(host)
                 if load.errors != errors:
                     raise RuntimeError(f"{target.name}: {load.errors - errors} events failed")
                 # CPU up to the last event's end, so per event over every event it served
-                return (events / seconds, cpu * 1e6 / max(load.finished - finished, 1),
-                        stolen / max(total, 1))
+                return events / seconds, cpu * 1e6 / max(load.finished - finished, 1), steal
             finally:
                 load.close()
         finally:

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import LoadGen
 from servers import Running, floor, incumbent, ours
 
-from support.procstat import host_cpu_ticks
+from support.procstat import host_cpu_ticks, stolen_since
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -115,16 +115,15 @@ def measure(scenario: Scenario, start: Callable[[], Running], seconds: float) ->
                 load.drive(iid, "access", seconds=min(1.0, seconds / 2))
                 cpu0, host0 = server.cpu(), host_cpu_ticks()
                 result = load.drive(iid, "access", seconds=seconds)
-            cpu, host1 = server.cpu() - cpu0, host_cpu_ticks()
+            cpu, steal = server.cpu() - cpu0, stolen_since(host0)
         finally:
             load.close()
     finally:
         server.stop()
     if result.errors:
         raise RuntimeError(f"{server.name}: {result.errors} errors")
-    stolen, total = host1[0] - host0[0], host1[1] - host0[1]
     return Sample(result.rate, result.percentile(50) * 1000, result.percentile(99) * 1000,
-                  cpu / max(result.events, 1) * 1000, result.seconds, stolen / max(total, 1))
+                  cpu / max(result.events, 1) * 1000, result.seconds, steal)
 
 
 def run(scenario: Scenario, rounds: int, seconds: float) -> dict[str, list[Sample]]:

@@ -49,6 +49,12 @@ def host_cpu_ticks() -> tuple[int, int]:
     return fields[7], sum(fields[:8])
 
 
+def stolen_since(before: tuple[int, int]) -> float:
+    """The share (0-1) of the host's CPU time stolen since ``before`` (a host_cpu_ticks())."""
+    stolen, total = (now - then for then, now in zip(before, host_cpu_ticks(), strict=True))
+    return stolen / max(total, 1)
+
+
 def resources(pids: list[int]) -> tuple[int, int]:
     """(open file descriptors, resident memory in KiB), summed over ``pids``.
 
