@@ -54,8 +54,8 @@ def _nice(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if steps not in priority.WORKER_NICE_RANGE:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is out of range: workers can be 0 to 19 nice steps below the server, "
-            "never above it")
+            f"{text!r} is out of range: workers can be 0 to {priority.LOWEST_WORKER_NICE} "
+            "nice steps below the server, never above it")
     return steps
 
 
@@ -136,7 +136,8 @@ def build_parser(dedicated: str | None = None) -> argparse.ArgumentParser:
                           "placement to the kernel (default auto)")
     run.add_argument("--worker-nice", type=_nice, default=priority.DEFAULT_WORKER_NICE,
                      metavar="N",
-                     help="-m: run the workers N nice steps (0-19) below the server process, "
+                     help=f"-m: run the workers N nice steps (0-{priority.LOWEST_WORKER_NICE}) "
+                          "below the server process, "
                           "which relays every PDK call between Kong and them, so that a "
                           "worker's long computation gives way to the relay and to Kong at "
                           f"once (default {priority.DEFAULT_WORKER_NICE}; 0 = the server's "

@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 
 DEFAULT_WORKER_NICE = 5
-WORKER_NICE_RANGE = range(20)  # 0 (the server's priority) to 19 (the lowest)
+LOWEST_WORKER_NICE = 19  # the kernel's lowest priority, for a server at the default 0
+WORKER_NICE_RANGE = range(LOWEST_WORKER_NICE + 1)  # from 0, the server's own priority
 
 
 def lower_priority(steps: int) -> None:
