@@ -84,7 +84,6 @@ def test_a_frame_over_the_limit_is_refused_before_it_is_buffered() -> None:
         decoder.feed(b"\x11\x00\x00\x00")
 
 
-
 def test_one_answer_is_taken_whole_or_in_pieces() -> None:
     for cut in range(len(GET_HEADER_ANSWER) + 1):
         decoder = codec.FrameDecoder()
@@ -103,6 +102,7 @@ def test_more_than_one_answer_or_an_oversized_one_is_refused() -> None:
         codec.FrameDecoder().feed_one(GET_HEADER_ANSWER + EMPTY[:2])
     with pytest.raises(codec.FrameError, match="larger than the 16-byte limit"):
         codec.FrameDecoder(max_frame=16).feed_one(codec.frame(b"x" * 17))
+
 
 # ---------------------------------------------------------------- Kong's exact bytes (7.3)
 
