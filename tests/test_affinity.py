@@ -72,8 +72,9 @@ def nice_of(pid: int) -> int:
 @pytest.mark.parametrize("steps", [None, 0, 7])
 def test_workers_and_their_replacements_run_nice_steps_below_the_server(start, steps) -> None:
     flags = () if steps is None else ("--worker-nice", str(steps))
+    below = 5 if steps is None else steps  # 5: the documented default
     server = start(TEST_PLUGINS, "-m", "--workers", "2", *flags)
-    wanted = expected_nice(server.pid, 5 if steps is None else steps)
+    wanted = expected_nice(server.pid, below)
     assert os.getpriority(os.PRIO_PROCESS, server.pid) < wanted or steps == 0
     with KongClient(server.socket_path) as kong:
         workers = worker_pids(kong, 2)
@@ -84,8 +85,7 @@ def test_workers_and_their_replacements_run_nice_steps_below_the_server(start, s
         (replacement,) = worker_pids(kong, 2) - workers
         assert nice_of(replacement) == wanted
     if steps != 0:
-        server.wait_for(rf"started 2 worker processes .*, {5 if steps is None else steps} "
-                        "nice steps below the server")
+        server.wait_for(rf"started 2 worker processes .*, {below} nice steps below the server")
 
 
 def test_default_worker_count_is_the_cpus_the_server_may_use(start) -> None:

@@ -36,7 +36,7 @@ from kongish_pdk.server.memory import MemoryTrimmer
 from kongish_pdk.workers import process_pipe as msg
 from kongish_pdk.workers.affinity import pin_process
 from kongish_pdk.workers.pool import LockSlot, ThreadPool
-from kongish_pdk.workers.priority import lower_priority
+from kongish_pdk.workers.priority import DEFAULT_WORKER_NICE, lower_priority
 from kongish_pdk.workers.process_pipe import Pipe
 
 log = logging.getLogger("kongish_pdk.workers")
@@ -53,7 +53,7 @@ class ChildOptions:
     # its call here, as in the in-process modes. A module-level function: it pickles by
     # reference (spawn, forkserver), so the worker imports its module as it unpickles this.
     call_check: CallCheck | None = None
-    nice: int = 0  # nice steps below the server (workers/priority.py)
+    nice: int = DEFAULT_WORKER_NICE  # nice steps below the server (workers/priority.py)
 
 
 class _NoReply:
