@@ -121,32 +121,47 @@ def _send_all(sock: socket.socket, data: bytes | memoryview) -> None:
 
 
 class Connection:
-    __slots__ = ("claimed", "closed", "fd", "session", "sock", "transport")
+    __slots__ = ("closed", "fd", "session", "sock", "transport")
 
     def __init__(self, sock: socket.socket, transport: SocketTransport, session: Session) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.transport = transport
         self.session = session
-        self.claimed = False  # taken over while its data was being dispatched
         self.closed = False
+
+
+class _Dispatch:
+    """One thread's dispatch of one connection's bytes (its reader context)."""
+
+    __slots__ = ("claimed", "conn")
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.claimed = False
 
 
 _reading = threading.local()
 
 
-def dispatch(conn: Connection, data: bytes) -> None:
-    """Hand bytes to the connection's session, with the connection as reader context."""
-    previous = getattr(_reading, "conn", None)
-    _reading.conn = conn
-    conn.claimed = False
+def dispatch(conn: Connection, data: bytes) -> bool:
+    """Hand bytes to the connection's session, with the connection as reader context.
+
+    True if a request in them claimed the connection: its new reader may already be reading
+    it, so the caller must not (nor give it back to the I/O loop). The answer belongs to this
+    dispatch alone; a flag on the connection could already have been reset by the new
+    reader's own dispatches when the caller looks.
+    """
+    previous = getattr(_reading, "current", None)
+    current = _reading.current = _Dispatch(conn)
     try:
         conn.session.data_received(data)
     except Exception:  # a bug must cost one connection, never the server
         log.exception("unexpected error while serving a connection; closing it")
         conn.transport.close()
     finally:
-        _reading.conn = previous
+        _reading.current = previous
+    return current.claimed
 
 
 def claim(reply: object) -> Connection | None:
@@ -154,10 +169,13 @@ def claim(reply: object) -> Connection | None:
 
     ``reply`` is the request's Reply; it is only claimed if it answers on the connection the
     current thread is dispatching (the codecs' replies say which in ``transport``; the
-    runtime's Reply protocol does not need it), and only once.
+    runtime's Reply protocol does not need it), and only once per dispatch.
     """
-    conn: Connection | None = getattr(_reading, "conn", None)
-    if conn is None or conn.claimed or getattr(reply, "transport", None) is not conn.transport:
+    current: _Dispatch | None = getattr(_reading, "current", None)
+    if current is None or current.claimed:
         return None
-    conn.claimed = True
+    conn = current.conn
+    if getattr(reply, "transport", None) is not conn.transport:
+        return None
+    current.claimed = True
     return conn

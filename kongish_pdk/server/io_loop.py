@@ -162,8 +162,8 @@ class IOLoop:
         elif not data:
             self.close(conn)
         else:
-            dispatch(conn, data)
+            claimed = dispatch(conn, data)
             if conn.transport.closed:
                 self.close(conn)
-            elif not conn.claimed:
+            elif not claimed:
                 self.arm(conn)

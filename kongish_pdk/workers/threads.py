@@ -107,11 +107,10 @@ class Waiter:
         data = self._receiver.recv(conn.fd)
         if data is None:
             return
-        if data:
-            dispatch(conn, data)
+        claimed = dispatch(conn, data) if data else False
         if not data or conn.transport.closed:
             self._closed(conn)
-        elif conn.claimed:  # a request on it went to another event (or back to us)
+        elif claimed:  # a request on it went to another event (or back to us)
             self._forget(conn)
 
     def _closed(self, conn: Connection) -> None:
