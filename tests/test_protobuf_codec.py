@@ -87,21 +87,11 @@ def test_a_frame_over_the_limit_is_refused_before_it_is_buffered() -> None:
 def test_one_answer_is_taken_whole_or_in_pieces() -> None:
     for cut in range(len(GET_HEADER_ANSWER) + 1):
         decoder = codec.FrameDecoder()
-        first = decoder.feed_one(GET_HEADER_ANSWER[:cut]) if cut else None
-        rest = decoder.feed_one(GET_HEADER_ANSWER[cut:]) if cut < len(GET_HEADER_ANSWER) else None
-        assert [first, rest].count(None) == 1  # exactly one piece completes it
-        assert (first or rest) == GET_HEADER_ANSWER[4:]
+        first = decoder.feed(GET_HEADER_ANSWER[:cut])
+        rest = decoder.feed(GET_HEADER_ANSWER[cut:])
+        assert first + rest == [GET_HEADER_ANSWER[4:]]  # one piece completes it, once
         assert decoder.pending == 0
-    assert codec.FrameDecoder().feed_one(EMPTY) == b""  # an empty answer is an answer
-
-
-def test_more_than_one_answer_or_an_oversized_one_is_refused() -> None:
-    with pytest.raises(codec.FrameError, match="more than one frame"):
-        codec.FrameDecoder().feed_one(GET_HEADER_ANSWER + EMPTY)
-    with pytest.raises(codec.FrameError, match="more than one frame"):  # half of a second one
-        codec.FrameDecoder().feed_one(GET_HEADER_ANSWER + EMPTY[:2])
-    with pytest.raises(codec.FrameError, match="larger than the 16-byte limit"):
-        codec.FrameDecoder(max_frame=16).feed_one(codec.frame(b"x" * 17))
+    assert codec.FrameDecoder().feed(EMPTY) == [b""]  # an empty answer is an answer
 
 
 # ---------------------------------------------------------------- Kong's exact bytes (7.3)
@@ -440,10 +430,13 @@ def test_the_event_of_reference_7_3_byte_for_byte(session_and_wire) -> None:
     assert transport.wait_for(len(GET_HEADER_NAME + GET_HEADER_ARGS)) == (
         GET_HEADER_NAME + GET_HEADER_ARGS)
     session.data_received(GET_HEADER_ANSWER)
-    assert transport.wait_for(len(SET_HEADER_NAME + SET_HEADER_ARGS)) == (
-        SET_HEADER_NAME + SET_HEADER_ARGS)
-    session.data_received(EMPTY)
-    assert transport.wait_for(len(EMPTY + END_RETURN)) == EMPTY + END_RETURN
+    # set_header returns Empty: it does not wait for Kong's acknowledgement, so the end of
+    # the event follows in the same write (the bytes of 7.3, in 7.3's order).
+    sent = SET_HEADER_NAME + SET_HEADER_ARGS + EMPTY + END_RETURN
+    assert transport.wait_for(len(sent)) == sent
+    assert runtime.in_flight() == 0 and not session.settled
+    session.data_received(EMPTY)  # Kong's acknowledgement of set_header
+    assert session.settled
     session.data_received(CLOSE_CALL)
     closed = pb.RpcReturn.FromString(only_frame(transport.wait_for(4)))
     assert closed.sequence == 4 and closed.instance_status.instance_id == 1
@@ -477,3 +470,96 @@ def test_an_answer_kong_cannot_have_sent_stops_the_event(session_and_wire) -> No
     session.data_received(codec.frame(b"\x0a\x20short"))  # String with a short payload
     assert transport.closed
     assert runtime.in_flight() == 0
+
+
+# ---------------------------------------------------------------- calls that do not wait
+
+
+def set_header(name: str, value: str) -> bytes:
+    """A kong.response.set_header call's two frames, as the server sends them."""
+    call = calls.lookup("kong.response.set_header")
+    return call.name_frame + codec.frame(call.encode(call.wire_name, [name, value]))
+
+
+GET_HOST = GET_HEADER_NAME + GET_HEADER_ARGS
+
+
+class SetsThenReads:
+    """Two calls that return Empty, then one whose answer matters, then one more."""
+
+    def __init__(self, config):
+        pass
+
+    def access(self, kong):
+        kong.response.set_header("a", "1")
+        kong.response.set_header("b", "2")
+        host = kong.request.get_header("host")
+        kong.response.set_header("c", host)
+
+
+class ManySets:
+    def __init__(self, config):
+        pass
+
+    def access(self, kong):
+        for n in range(40):
+            kong.response.set_header("n", str(n))
+        kong.request.get_header("host")
+
+
+def session_for(cls) -> tuple[Session, Recorder, Runtime]:
+    spec = build_spec("go-hello", cls=cls, version="0.1", priority=1, schema=None,
+                      source="test")
+    runtime = Runtime([spec], LocalExecutor(spawn, LockSlot, False),
+                      RuntimeOptions(event_timeout=5))
+    runtime._instance_ids = IdCounter(1)
+    transport = Recorder()
+    session = Session(runtime, transport)
+    session.data_received(START_CALL)
+    transport.wait_for(len(START_RETURN))
+    return session, transport, runtime
+
+
+@pytest.mark.parametrize("pieces", [1, 3, 7])
+def test_calls_returning_empty_leave_with_the_next_call_and_their_acks_come_first(
+        pieces: int) -> None:
+    session, transport, runtime = session_for(SetsThenReads)
+    session.data_received(HANDLE_CALL)
+    sent = set_header("a", "1") + set_header("b", "2") + GET_HOST
+    assert transport.wait_for(len(sent)) == sent  # one write: nothing waited for an ack
+    # Kong acknowledges both sets, then answers get_header; in any number of pieces.
+    incoming = EMPTY + EMPTY + GET_HEADER_ANSWER
+    size = -(-len(incoming) // pieces)
+    for start in range(0, len(incoming), size):
+        session.data_received(incoming[start:start + size])
+    sent = set_header("c", "localhost") + EMPTY + END_RETURN
+    assert transport.wait_for(len(sent)) == sent
+    assert runtime.in_flight() == 0 and not transport.closed
+    assert not session.settled  # the last set is not acknowledged yet
+    session.data_received(EMPTY + CLOSE_CALL)  # its ack, then Kong's next call
+    assert pb.RpcReturn.FromString(only_frame(transport.wait_for(4))).sequence == 4
+    assert session.settled
+
+
+def test_at_most_32_calls_go_unacknowledged() -> None:
+    session, transport, runtime = session_for(ManySets)
+    session.data_received(HANDLE_CALL)
+    # 32 calls leave without waiting; the 33rd waits for all 33 acknowledgements.
+    first = b"".join(set_header("n", str(n)) for n in range(33))
+    assert transport.wait_for(len(first)) == first
+    session.data_received(EMPTY * 33)
+    rest = b"".join(set_header("n", str(n)) for n in range(33, 40)) + GET_HOST
+    assert transport.wait_for(len(rest)) == rest  # and nothing was written in between
+    session.data_received(EMPTY * 7 + GET_HEADER_ANSWER)
+    assert transport.wait_for(len(EMPTY + END_RETURN)) == EMPTY + END_RETURN
+    assert runtime.in_flight() == 0 and session.settled
+
+
+def test_a_frame_beyond_the_acknowledgements_and_the_answer_closes_the_connection(
+        caplog: pytest.LogCaptureFixture) -> None:
+    session, transport, _ = session_for(SetsThenReads)
+    session.data_received(HANDLE_CALL)
+    transport.wait_for(len(set_header("a", "1") + set_header("b", "2") + GET_HOST))
+    session.data_received(EMPTY + EMPTY + GET_HEADER_ANSWER + GET_HEADER_ANSWER)
+    assert transport.closed  # one frame more than Kong owed: the lockstep is lost
+    assert "Kong sent a frame while its event was not waiting" in caplog.text

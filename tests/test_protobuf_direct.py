@@ -27,6 +27,7 @@ from test_protobuf_codec import (
     START_CALL,
     START_RETURN,
     Recorder,
+    set_header,
     spawn,
 )
 
@@ -88,11 +89,35 @@ class DirectExecutor(LocalExecutor):
         return data
 
 
+class TwoReads:
+    def __init__(self, config: Any) -> None:
+        pass
+
+    def access(self, kong: Any) -> None:
+        kong.request.get_header("host")
+        kong.request.get_header("host")
+
+
+class SetsThenReads:
+    def __init__(self, config: Any) -> None:
+        pass
+
+    def access(self, kong: Any) -> None:
+        kong.response.set_header("a", "1")
+        kong.response.set_header("b", "2")
+        kong.request.get_header("host")
+
+
 @pytest.fixture
-def direct():
+def plugin() -> type:
+    return GoHello
+
+
+@pytest.fixture
+def direct(plugin: type):
     GoHello.unwound.clear()
     clock = [1000.0]
-    spec = build_spec("go-hello", cls=GoHello, version="0.1", priority=1, schema=None,
+    spec = build_spec("go-hello", cls=plugin, version="0.1", priority=1, schema=None,
                       source="test")
     executor = DirectExecutor()
     runtime = Runtime([spec], executor, RuntimeOptions(event_timeout=5),
@@ -103,25 +128,42 @@ def direct():
     session.data_received(START_CALL)
     transport.wait_for(len(START_RETURN))
     session.data_received(HANDLE_CALL)
-    assert transport.wait_for(len(GET_HEADER_NAME + GET_HEADER_ARGS)) == (
-        GET_HEADER_NAME + GET_HEADER_ARGS)
-    return executor, transport, runtime, clock
+    first = (set_header("a", "1") + set_header("b", "2") if plugin is SetsThenReads else b"")
+    first += GET_HEADER_NAME + GET_HEADER_ARGS
+    assert transport.wait_for(len(first)) == first
+    return executor, transport, runtime, clock, session
 
 
 def test_the_event_of_reference_7_3_byte_for_byte_answered_in_place(direct) -> None:
-    executor, transport, runtime, _ = direct
+    executor, transport, runtime, _, session = direct
     executor.wire.put(GET_HEADER_ANSWER[:5])  # an answer may arrive in pieces
     executor.wire.put(GET_HEADER_ANSWER[5:])
-    assert transport.wait_for(len(SET_HEADER_NAME + SET_HEADER_ARGS)) == (
-        SET_HEADER_NAME + SET_HEADER_ARGS)
-    executor.wire.put(EMPTY)
-    assert transport.wait_for(len(EMPTY + END_RETURN)) == EMPTY + END_RETURN
-    assert runtime.in_flight() == 0 and not transport.closed
+    # set_header's acknowledgement is not waited for: the end follows in the same write.
+    sent = SET_HEADER_NAME + SET_HEADER_ARGS + EMPTY + END_RETURN
+    assert transport.wait_for(len(sent)) == sent
+    assert executor.done.wait(10)
+    assert runtime.in_flight() == 0 and not transport.closed and not session.settled
+    session.data_received(EMPTY)  # the acknowledgement, read after the event
+    assert session.settled
     assert executor.timeouts[0] == 5  # each wait is bounded by --event-timeout
 
 
+@pytest.mark.parametrize("plugin", [SetsThenReads])
+@pytest.mark.parametrize("pieces", [[EMPTY + EMPTY + GET_HEADER_ANSWER],
+                                    [EMPTY, EMPTY[:2], EMPTY[2:] + GET_HEADER_ANSWER[:3],
+                                     GET_HEADER_ANSWER[3:]]])
+def test_acknowledgements_owed_are_read_before_the_answer_in_place(
+        direct, pieces: list[bytes]) -> None:
+    executor, transport, runtime, _, session = direct
+    for piece in pieces:
+        executor.wire.put(piece)
+    assert transport.wait_for(len(EMPTY + END_RETURN)) == EMPTY + END_RETURN
+    assert executor.done.wait(10)
+    assert runtime.in_flight() == 0 and not transport.closed and session.settled
+
+
 def test_an_answer_in_pieces_waits_for_what_is_left_of_one_timeout(direct) -> None:
-    executor, transport, _, _ = direct
+    executor, transport, _, _, _ = direct
     for piece in (GET_HEADER_ANSWER[:2], GET_HEADER_ANSWER[2:4], GET_HEADER_ANSWER[4:]):
         executor.wire.put(piece)
     transport.wait_for(len(SET_HEADER_NAME + SET_HEADER_ARGS))
@@ -129,17 +171,18 @@ def test_an_answer_in_pieces_waits_for_what_is_left_of_one_timeout(direct) -> No
     assert first == 5 and third < second < first  # not 5 s again for each piece
 
 
+@pytest.mark.parametrize("plugin", [TwoReads])
 def test_the_reaper_leaves_a_call_waiting_in_place_to_its_own_timeout(direct) -> None:
-    executor, transport, runtime, clock = direct
+    executor, transport, runtime, clock, _ = direct
     clock[0] += 60  # far past the event's deadline
     runtime.tick()
     assert runtime.in_flight() == 1
     executor.wire.put(GET_HEADER_ANSWER)
-    transport.wait_for(len(SET_HEADER_NAME + SET_HEADER_ARGS))
+    transport.wait_for(len(GET_HEADER_NAME + GET_HEADER_ARGS))
     clock[0] += 4  # the deadline was renewed when the answer came
     runtime.tick()
     assert runtime.in_flight() == 1
-    executor.wire.put(EMPTY)
+    executor.wire.put(GET_HEADER_ANSWER)
     assert transport.wait_for(len(EMPTY + END_RETURN)) == EMPTY + END_RETURN
 
 
@@ -153,7 +196,7 @@ def test_the_reaper_leaves_a_call_waiting_in_place_to_its_own_timeout(direct) ->
 ])
 def test_no_answer_or_a_broken_one_ends_the_event_and_the_connection(
         direct, caplog: pytest.LogCaptureFixture, delivered: Any, logged: str) -> None:
-    executor, transport, runtime, _ = direct
+    executor, transport, runtime, _, _ = direct
     executor.wire.put(delivered)
     assert GoHello.unwound.wait(10)
     assert executor.done.wait(10)  # the handler's end reached the runtime
@@ -162,3 +205,15 @@ def test_no_answer_or_a_broken_one_ends_the_event_and_the_connection(
     assert runtime.in_flight() == 0
     if delivered is not STOP:  # the server's own stop is logged by whoever stopped it
         assert logged in caplog.text
+
+
+@pytest.mark.parametrize("plugin", [SetsThenReads])
+def test_kong_closing_while_it_owes_acknowledgements_ends_the_event(
+        direct, caplog: pytest.LogCaptureFixture) -> None:
+    executor, transport, runtime, _, session = direct
+    executor.wire.put(EMPTY)  # one of the two acknowledgements, then the end
+    executor.wire.put(b"")
+    assert executor.done.wait(10)
+    assert transport.closed and transport.data == b"" and runtime.in_flight() == 0
+    assert session.settled  # nothing more can come
+    assert "the gateway closed the connection during kong.request.get_header" in caplog.text

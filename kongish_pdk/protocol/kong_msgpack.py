@@ -77,6 +77,8 @@ class MsgPackReply:
 class Session:
     """One connection from Kong."""
 
+    settled = True  # every reply Kong owes is a request of its own (see workers.base.Session)
+
     def __init__(self, runtime: Runtime, transport: Transport,
                  max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.runtime = runtime

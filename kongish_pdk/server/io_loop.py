@@ -151,7 +151,7 @@ class IOLoop:
                 return
             sock.setblocking(False)
             transport = SocketTransport(sock)
-            conn = Connection(sock, transport, self.ctx.new_session(transport))
+            conn = Connection(sock, transport, self.ctx.open_session(transport))
             self._connections[conn.fd] = conn
             self._epoll.register(conn.fd, _ONESHOT_READ)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,13 @@ class Session(Protocol):
 
     def connection_lost(self) -> None: ...
 
+    @property
+    def settled(self) -> bool:
+        """False while the gateway still owes bytes for an exchange that is over on the
+        server's side (ProtoBuf:1's acknowledgements). Closing such a connection would fail
+        Kong's request, so a stopping server waits for them."""
+        ...
+
 
 SessionFactory = Callable[[Transport], Session]
 
@@ -48,6 +56,14 @@ class ServeContext:
     extra_tick: Callable[[], None] | None = None
     memory: MemoryTrimmer = field(default_factory=MemoryTrimmer)
     _drain_deadline: float | None = field(default=None, init=False)
+    _sessions: weakref.WeakSet[Session] = field(default_factory=weakref.WeakSet, init=False)
+    _told_unsettled: bool = field(default=False, init=False)
+
+    def open_session(self, transport: Transport) -> Session:
+        """A new connection's session (the drain looks at it until it is gone)."""
+        session = self.new_session(transport)
+        self._sessions.add(session)
+        return session
 
     def tick(self) -> None:
         """Housekeeping, every ``tick_interval``; a failure is logged, never raised."""
@@ -66,9 +82,19 @@ class ServeContext:
                      self.runtime.in_flight(), self.drain_timeout)
 
     def drained(self) -> bool:
-        """True once nothing is in flight or the drain period is over."""
+        """True once nothing is in flight and every connection is settled, or the drain
+        period is over."""
         assert self._drain_deadline is not None
-        return self.runtime.in_flight() == 0 or time.monotonic() >= self._drain_deadline
+        if time.monotonic() >= self._drain_deadline:
+            return True
+        if self.runtime.in_flight():
+            return False
+        unsettled = sum(1 for session in list(self._sessions) if not session.settled)
+        if unsettled and not self._told_unsettled:
+            self._told_unsettled = True
+            log.info("stopping: every event is done; reading the gateway's last "
+                     "acknowledgements on %d connection(s)", unsettled)
+        return unsettled == 0
 
     def finish(self) -> None:
         left = self.runtime.in_flight()

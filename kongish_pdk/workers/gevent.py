@@ -183,7 +183,7 @@ class GeventWorker(Worker):
     def _serve_connection(self, ctx: ServeContext, sock: socket.socket) -> None:
         self._connections.add(sock)
         transport = GeventTransport(sock)
-        session = ctx.new_session(transport)
+        session = ctx.open_session(transport)
         hub = gevent.get_hub()
         readable = hub.loop.io(transport.fd, 1)  # one watcher for the connection's life
         try:

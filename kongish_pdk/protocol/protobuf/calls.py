@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from google.protobuf import struct_pb2
 from google.protobuf.message import DecodeError
 
-from kongish_pdk.pdk.table import BY_NAME
+from kongish_pdk.pdk.table import BY_NAME, TERMINAL
 from kongish_pdk.protocol.protobuf import values, wire
 from kongish_pdk.protocol.protobuf.codec import frame
 from kongish_pdk.protocol.protobuf.messages import pb, serialize
@@ -76,6 +76,9 @@ class PBCall:
     name_frame: bytes  # the first frame, length prefix included
     encode: Encode  # (PDK name, arguments) -> the input message
     decode: Callable[[bytes], Result]  # the output message -> (value, error)
+    # Returns Empty (and Kong answers it at all, unlike exit): Kong's answer is an
+    # acknowledgement, an empty frame that tells nothing.
+    acknowledged_only: bool
 
 
 # ----------------------------------------------------------------------- argument encoders
@@ -456,7 +459,8 @@ def _build() -> dict[str, PBCall]:
         optional = "None" in fn.returns
         assert inp.encode is not None and out.decode is not None, rpc
         table[pdk_name] = PBCall(rpc, name, inp, out, optional, frame(name.encode()),
-                                 inp.encode, partial(out.decode, optional=optional))
+                                 inp.encode, partial(out.decode, optional=optional),
+                                 out is EMPTY_OUT and pdk_name not in TERMINAL)
     return table
 
 

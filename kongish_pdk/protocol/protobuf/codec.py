@@ -40,16 +40,6 @@ class FrameDecoder:
         """Bytes received that are not part of a complete frame yet."""
         return len(self._buffer)
 
-    def feed_one(self, data: bytes) -> bytes | None:
-        """The one frame ``data`` completes (None while it is incomplete): for a peer that
-        answers in lockstep. More than one frame is a :class:`FrameError`."""
-        payloads = self.feed(data)
-        if not payloads:
-            return None
-        if len(payloads) > 1 or self._buffer:
-            raise FrameError("Kong sent more than one frame where one was due")
-        return payloads[0]
-
     def feed(self, data: bytes) -> list[bytes]:
         """Every frame completed by ``data``, in order (possibly none)."""
         buffer = self._buffer

@@ -15,6 +15,14 @@ There is no error field: an RPC error is signalled by closing the connection, wh
 reads as ``closed`` and, for HandleEvent, answers with a reset of the plugin's instances and
 a retry (the "no plugin instance" path). ``kong.response.exit`` is never answered.
 
+Kong answers a call whose RPC returns ``Empty`` (``set_header``, the ``kong.log`` calls, ...)
+with an empty frame, an acknowledgement that carries nothing, so such a call does not wait
+for it: its frames are queued and leave with the next frames that need an answer (or the
+event's end), and the acknowledgements owed are read, in order, before that answer. A plugin
+that reads a header, sets two and returns costs two writes and two waits, not four. Kong
+still runs the calls in order and stops at one that fails, as before; the plugin learns of
+that failure at its next call that needs an answer instead of at the failed one.
+
 Because an event never leaves its connection, the threads worker's "connections follow
 their events" (``server/connections.py``: the handler's thread reads the connection its
 request came on) serves every PDK answer of a ProtoBuf:1 event on the handler's own thread.
@@ -44,6 +52,14 @@ from kongish_pdk.runtime.runtime import Runtime, no_step_for
 log = logging.getLogger("kongish_pdk.protocol")
 
 __all__ = ["Session"]
+
+# Calls whose acknowledgements Kong may owe at once. Kong writes each as a frame of its own
+# that we do not read until the next answer; bounded so they never fill the socket (and stop
+# Kong writing, and so reading) before the server reads them.
+MAX_UNACKNOWLEDGED = 32
+MAX_QUEUED_BYTES = 64 * 1024  # queued frames beyond this leave at once (still unawaited)
+NOTHING: Answer = (None, None)  # what an acknowledgement answers
+
 
 class _Pending(NamedTuple):
     """A PDK call that waits for Kong's answer, and the event it belongs to."""
@@ -115,6 +131,9 @@ class Session:
         self._event: _Reply | None = None  # the HandleEvent running on this connection
         self._pending: _Pending | None = None  # the PDK call waiting for Kong's answer
         self._closed = False
+        self._queued: list[bytes] = []  # frames of calls that do not wait, not written yet
+        self._queued_size = 0
+        self._acks_due = 0  # acknowledgements Kong owes, for calls written or queued
 
     # ------------------------------------------------------------------ I/O side
 
@@ -124,6 +143,8 @@ class Session:
         except FrameError as exc:
             self._broken(f"closing a gateway connection: {exc}")
             return
+        if self._acks_due:
+            payloads = self._drop_acks(payloads)
         for payload in payloads:
             if self._closed:
                 return
@@ -134,6 +155,11 @@ class Session:
                              "was not waiting for a PDK answer")
             else:
                 self._call(payload)
+
+    @property
+    def settled(self) -> bool:
+        """No acknowledgement owed by Kong (or none can come any more)."""
+        return self._acks_due == 0 or self._closed
 
     def connection_lost(self) -> None:
         with self._lock:
@@ -150,6 +176,7 @@ class Session:
         with self._lock:
             self._closed = True
             self._event = None
+            self._queued.clear()
         self.transport.close()
 
     # ------------------------------------------------------------------ RPC calls
@@ -235,17 +262,25 @@ class Session:
     # ------------------------------------------------------------------ events
 
     def _send_event(self, reply: _Reply, encoded: _Encoded) -> bool:
+        pending = encoded.pending
+        acknowledged_only = False
         with self._lock:
             if self._closed or reply is not self._event:
                 return False
-            if encoded.pending is None:
+            if pending is None:
                 self._event = None  # returned, or a terminal call Kong never answers
+                ok = self._write(self._with_queued(encoded.data))
+            elif pending.call.acknowledged_only and self._acks_due < MAX_UNACKNOWLEDGED:
+                ok = acknowledged_only = self._queue(encoded.data)
             else:
                 # Before the write: the answer may be read the moment the call is out.
-                self._pending = encoded.pending
-            ok = self._write(encoded.data)
+                self._pending = pending
+                ok = self._write(self._with_queued(encoded.data))
         if not ok:
             self.connection_lost()
+        elif acknowledged_only:
+            assert pending is not None
+            self.runtime.step(pending.event_id, *NOTHING, reply)  # nothing to wait for
         return ok
 
     def _round_trip(self, reply: _Reply, event_id: int, method: str, args: list[Any],
@@ -262,7 +297,12 @@ class Session:
         with self._lock:
             if self._closed or reply is not self._event:
                 raise EventStopped(f"{call.wire_name}: the gateway connection is gone")
-            ok = self._write(data)
+            if call.acknowledged_only and self._acks_due < MAX_UNACKNOWLEDGED:
+                if self._queue(data):
+                    return NOTHING
+                ok = False
+            else:
+                ok = self._write(self._with_queued(data))
         why = None if ok else (f"the gateway closed the connection before {call.wire_name} "
                                "could be sent")
         # One deadline for the whole answer, however many pieces it arrives in: a peer that
@@ -280,12 +320,18 @@ class Session:
                 why = f"the gateway closed the connection during {call.wire_name}"
             else:
                 try:
-                    payload = self._decoder.feed_one(received)
+                    payloads = self._decoder.feed(received)
                 except FrameError as exc:
                     why = f"closing a gateway connection: answering {call.wire_name}, {exc}"
                     break
-                if payload is not None:
-                    answer, why = _decode(call, payload)
+                if self._acks_due:
+                    payloads = self._drop_acks(payloads)
+                if payloads:
+                    if len(payloads) > 1 or self._decoder.pending:
+                        why = (f"closing a gateway connection: answering {call.wire_name}, "
+                               "Kong sent more than one frame where one was due")
+                        break
+                    answer, why = _decode(call, payloads[0])
                     if answer is not None:
                         return answer
                 left = max(deadline - time.monotonic(), 0.0)
@@ -306,6 +352,32 @@ class Session:
         self.runtime.step(pending.event_id, *answer, reply)
 
     # ------------------------------------------------------------------ plumbing
+
+    def _queue(self, data: bytes) -> bool:
+        """Queue the frames of a call that does not wait for its acknowledgement (hold the
+        lock); False if writing them (a large queue leaves at once) found the connection gone."""
+        self._queued.append(data)
+        self._queued_size += len(data)
+        self._acks_due += 1
+        if self._queued_size > MAX_QUEUED_BYTES:
+            return self._write(self._with_queued(b""))
+        return True
+
+    def _with_queued(self, data: bytes) -> bytes:
+        """The queued frames, then ``data``, as one write; the queue is emptied (hold the lock)."""
+        queued = self._queued
+        if not queued:
+            return data
+        queued.append(data)
+        self._queued, self._queued_size = [], 0
+        return b"".join(queued)
+
+    def _drop_acks(self, payloads: list[bytes]) -> list[bytes]:
+        """``payloads`` without the acknowledgements at their start that Kong owed."""
+        with self._lock:
+            taken = min(self._acks_due, len(payloads))
+            self._acks_due -= taken
+        return payloads[taken:]
 
     def _take_pending(self) -> _Pending | None:
         """The event answer waiting for Kong's answer, no longer waiting (hold the lock)."""
