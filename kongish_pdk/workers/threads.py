@@ -46,6 +46,10 @@ class Waiter:
         self.loop = loop
         self.wake_fd = -1  # created when this thread first has to wait
         self.conn: Connection | None = None
+        # While its handler is done and it waits for the next request on its connection
+        # (ThreadExecutor._linger): the handler it is to run next, if one came.
+        self.lingering = False
+        self.next: tuple[Connection | None, Callable[[], None]] | None = None
         self._poller = select.poll()
         self._receiver = nogil.Receiver(RECV_SIZE)
 
@@ -237,8 +241,9 @@ class ThreadExecutor(LocalExecutor):
         conn = claim(event.reply)
         if conn is not None and event.round_trip is not None:
             event.handle.direct = DirectCalls(self, event.handle, conn, event.round_trip)
-        if getattr(self._local, "lingering", False) and self._local.next is None:
-            self._local.next = (conn, run)  # this idle thread runs it as soon as dispatch ends
+        waiter: Waiter | None = getattr(self._local, "waiter", None)
+        if waiter is not None and waiter.lingering and waiter.next is None:
+            waiter.next = (conn, run)  # this idle thread runs it as soon as dispatch ends
             return
         self._spawn(self._run_with, conn, run)
 
@@ -265,19 +270,17 @@ class ThreadExecutor(LocalExecutor):
         """
         if waiter.conn is None:
             return None
-        local = self._local
-        local.lingering, local.next = True, None
+        waiter.lingering, waiter.next = True, None
         deadline = time.monotonic() + LINGER
         try:
-            while local.next is None and waiter.conn is not None:
+            while waiter.next is None and waiter.conn is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 waiter.wait(max(1, int(left * 1000)))
         finally:
-            local.lingering = False
-        following: tuple[Connection | None, Callable[[], None]] | None = local.next
-        local.next = None
+            waiter.lingering = False
+        following, waiter.next = waiter.next, None
         return following
 
     def resume(self, event: Event, value: Any, error: str | None) -> None:
