@@ -3,6 +3,7 @@ to stop (SIGTERM/SIGINT, or the parent process going away)."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -52,6 +53,11 @@ def serve(worker: Worker, specs: Sequence[PluginSpec], options: ServerOptions,
     names = ", ".join(s.name for s in specs)
     log.info("kongish-pdk %s (pid %d, %s mode, %s) serving %s on %s", __version__, os.getpid(),
              worker.name, protocol_name(options.protocol), names, listener.path)
+    # What start-up created (modules, plugin classes, protobuf descriptors) lives as long as
+    # the server: keep the cyclic collector from walking it again in every full collection
+    # (tens of ms each, every few seconds under load).
+    gc.collect()
+    gc.freeze()
     try:
         worker.serve(ctx)
     finally:
