@@ -137,7 +137,11 @@ def main() -> int:
                   f"{med_cpu[name]:6.0f} server-CPU-us/event")
         for mode in modes:
             pb, mp = f"protobuf-{mode}", f"msgpack-{mode}"
+            # Also the median of each round's own ratio: both servers of a round ran seconds
+            # apart at most, so the host's drift between rounds cancels out.
+            per_round = [a / b for a, b in zip(by_target[pb], by_target[mp], strict=True)]
             ratios = {"events/s protobuf/msgpack": med[pb] / med[mp],
+                      "same, median of rounds": statistics.median(per_round),
                       "CPU/event msgpack/protobuf": med_cpu[mp] / med_cpu[pb]}
             if f"kong-pdk-{mode}" in med:
                 ratios["events/s protobuf/kong-pdk"] = med[pb] / med[f"kong-pdk-{mode}"]
