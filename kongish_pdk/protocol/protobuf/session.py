@@ -286,7 +286,8 @@ class Session:
     def _round_trip(self, reply: _Reply, event_id: int, method: str, args: list[Any],
                     receive: Receive, *, timeout: float) -> Answer:
         """Send a PDK call (its RPC, and both its frames) and read Kong's answer here: the
-        caller reads this connection.
+        caller reads this connection. A call answered by an acknowledgement only is queued
+        and returns at once; the acknowledgements owed come before the next answer read here.
 
         Anything but exactly one well-formed answer ends the event and the connection (like
         ``_broken``); so does the server stopping the event meanwhile, since Kong's answer
