@@ -269,13 +269,13 @@ class Session:
                 return False
             if pending is None:
                 self._event = None  # returned, or a terminal call Kong never answers
-                ok = self._write(self._with_queued(encoded.data))
-            elif pending.call.acknowledged_only and self._acks_due < MAX_UNACKNOWLEDGED:
+                ok = self._flush(encoded.data)
+            elif self._may_queue(pending.call):
                 ok = acknowledged_only = self._queue(encoded.data)
             else:
                 # Before the write: the answer may be read the moment the call is out.
                 self._pending = pending
-                ok = self._write(self._with_queued(encoded.data))
+                ok = self._flush(encoded.data)
         if not ok:
             self.connection_lost()
         elif acknowledged_only:
@@ -298,12 +298,12 @@ class Session:
         with self._lock:
             if self._closed or reply is not self._event:
                 raise EventStopped(f"{call.wire_name}: the gateway connection is gone")
-            if call.acknowledged_only and self._acks_due < MAX_UNACKNOWLEDGED:
+            if self._may_queue(call):
                 if self._queue(data):
                     return NOTHING
                 ok = False
             else:
-                ok = self._write(self._with_queued(data))
+                ok = self._flush(data)
         why = None if ok else (f"the gateway closed the connection before {call.wire_name} "
                                "could be sent")
         # One deadline for the whole answer, however many pieces it arrives in: a peer that
@@ -354,6 +354,10 @@ class Session:
 
     # ------------------------------------------------------------------ plumbing
 
+    def _may_queue(self, call: calls.PBCall) -> bool:
+        """Whether ``call`` can leave without waiting for Kong (hold the lock)."""
+        return call.acknowledged_only and self._acks_due < MAX_UNACKNOWLEDGED
+
     def _queue(self, data: bytes) -> bool:
         """Queue the frames of a call that does not wait for its acknowledgement (hold the
         lock); False if writing them (a large queue leaves at once) found the connection gone."""
@@ -361,17 +365,18 @@ class Session:
         self._queued_size += len(data)
         self._acks_due += 1
         if self._queued_size > MAX_QUEUED_BYTES:
-            return self._write(self._with_queued(b""))
+            return self._flush(b"")
         return True
 
-    def _with_queued(self, data: bytes) -> bytes:
-        """The queued frames, then ``data``, as one write; the queue is emptied (hold the lock)."""
+    def _flush(self, data: bytes) -> bool:
+        """Write the queued frames, then ``data``, in one write; the queue is emptied (hold
+        the lock). False if the connection is gone."""
         queued = self._queued
-        if not queued:
-            return data
-        queued.append(data)
-        self._queued, self._queued_size = [], 0
-        return b"".join(queued)
+        if queued:
+            queued.append(data)
+            self._queued, self._queued_size = [], 0
+            data = b"".join(queued)
+        return self._write(data)
 
     def _drop_acks(self, payloads: list[bytes]) -> list[bytes]:
         """``payloads`` without the acknowledgements at their start that Kong owed."""
